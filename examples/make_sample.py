@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.factories import make_credential  # noqa: E402
-from verifier.multikey import encode_ed25519_public  # noqa: E402
-from verifier.suites.eddsa_rdfc_2022 import Ed25519Signer, sign  # noqa: E402
+from tests.factories import make_credential
+from verifier.multikey import encode_ed25519_public
+from verifier.suites.eddsa_rdfc_2022 import Ed25519Signer, sign
 
 
 def main() -> None:

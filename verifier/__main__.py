@@ -12,12 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import FetchError
+from .errors import FetchError, InvalidCredential
 from .fetch import Fetcher, HttpFetcher, offline_fetcher
 from .report import Status, VerificationReport
 from .schema import parse_datetime_z
 from .verify import VerifyOptions, verify_credential
-from .errors import InvalidCredential
 
 _MARKS = {Status.PASSED: "ok  ", Status.FAILED: "FAIL", Status.ERROR: "??  ", Status.SKIPPED: "--  "}
 _HEADLINES = {

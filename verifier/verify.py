@@ -105,7 +105,9 @@ class _Run:
             self.attempt("status", lambda: self.check_status(credential))
         return report
 
-    def parse(self, source: dict[str, Any] | str | bytes) -> tuple[str, dict[str, Any], vc_jwt.DecodedJwt | None] | None:
+    def parse(
+        self, source: dict[str, Any] | str | bytes
+    ) -> tuple[str, dict[str, Any], vc_jwt.DecodedJwt | None] | None:
         try:
             fmt, credential, token = _parse(source)
         except InvalidCredential as error:
@@ -126,7 +128,9 @@ class _Run:
             return
         supported = [p for p in proofs if eddsa_rdfc_2022.is_supported(p)]
         if not supported:
-            names = ", ".join(sorted({str(p.get("cryptosuite") or p.get("type")) for p in proofs if isinstance(p, dict)}))
+            names = ", ".join(
+                sorted({str(p.get("cryptosuite") or p.get("type")) for p in proofs if isinstance(p, dict)})
+            )
             self.add("issuer_key", Status.ERROR, f"no proof uses a supported cryptosuite (found: {names or 'none'})")
             self.skip("signature", why="not checked: no supported proof")
             return
@@ -216,20 +220,33 @@ class _Run:
             elif self.options.strict_keys:
                 self.checks.insert(
                     -1,
-                    Check("issuer_key", Status.ERROR, f"the key comes from the {key.source} only; the issuer does "
-                          "not publish it (strict key checking)"),
+                    Check(
+                        "issuer_key",
+                        Status.ERROR,
+                        f"the key comes from the {key.source} only; the issuer does "
+                        "not publish it (strict key checking)",
+                    ),
                 )
             else:
                 self.checks.insert(
                     -1,
-                    Check("issuer_key", Status.PASSED, f"key from the {key.source}; not confirmed by a document of "
-                          "the issuer (accepted, as 1EdTech's validator does)"),
+                    Check(
+                        "issuer_key",
+                        Status.PASSED,
+                        f"key from the {key.source}; not confirmed by a document of "
+                        "the issuer (accepted, as 1EdTech's validator does)",
+                    ),
                 )
         else:
             failed = self.checks[-1]
-            self.checks.insert(-1, Check("issuer_key", failed.status if failed.status is Status.ERROR else
-                                         Status.SKIPPED, failed.detail if failed.status is Status.ERROR else
-                                         "not confirmed: the signature did not verify"))
+            self.checks.insert(
+                -1,
+                Check(
+                    "issuer_key",
+                    failed.status if failed.status is Status.ERROR else Status.SKIPPED,
+                    failed.detail if failed.status is Status.ERROR else "not confirmed: the signature did not verify",
+                ),
+            )
         self.attempt("jwt_claims", lambda: _jwt_claims(token, self.now))
 
     # ------------------------------------------------------------------------------------------- status
@@ -288,12 +305,15 @@ def _verify_list(body: bytes, options: VerifyOptions) -> VerificationReport:
 
 def _parse(source: dict[str, Any] | str | bytes) -> tuple[str, dict[str, Any], vc_jwt.DecodedJwt | None]:
     if isinstance(source, dict):
+        _check_depth(source)
         return "json", source, None
     if isinstance(source, str):
         source = source.encode("utf-8")
     if not isinstance(source, bytes):
         raise TypeError("source must be a dict, str or bytes")
     kind = baking.detect_kind(source)
+    if kind == "unknown" and source.strip().count(b".") == 2 and source.strip().isascii():
+        kind = "jwt"  # e.g. an unsigned token (empty signature): let the JWT parser say what is wrong
     container = ""
     if kind in ("png", "svg"):
         container = kind
@@ -311,11 +331,31 @@ def _parse(source: dict[str, Any] | str | bytes) -> tuple[str, dict[str, Any], v
             credential = json.loads(text)
         except json.JSONDecodeError as error:
             raise InvalidCredential(f"the credential is not valid JSON: {error.msg} at line {error.lineno}") from None
+        except RecursionError:
+            raise InvalidCredential(_TOO_DEEP) from None
         if not isinstance(credential, dict):
             raise InvalidCredential("the credential must be a JSON object")
+        _check_depth(credential)
         return container or "json", credential, None
     token = vc_jwt.decode_jwt(text)
+    _check_depth(token.credential)
     return (f"{container}+jwt" if container else "jwt"), token.credential, token
+
+
+# Real credentials nest a dozen levels (endorsements of endorsements a few more); JSON-LD processing recurses
+# per level, so a hostile document is refused up front instead of exhausting the stack.
+MAX_DEPTH = 48
+_TOO_DEEP = f"the credential is nested more than {MAX_DEPTH} levels deep"
+
+
+def _check_depth(document: Any) -> None:
+    stack = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidCredential(_TOO_DEEP)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def _issuer_id(credential: dict[str, Any]) -> str | None:
@@ -347,8 +387,10 @@ def _check_type(credential: dict[str, Any]) -> str:
     if "VerifiableCredential" not in types:
         raise InvalidCredential("type does not include VerifiableCredential")
     if not OB_TYPES.intersection(types) and "BitstringStatusListCredential" not in types:
-        raise InvalidCredential("not an Open Badges credential: type has no OpenBadgeCredential, "
-                                "AchievementCredential or EndorsementCredential")
+        raise InvalidCredential(
+            "not an Open Badges credential: type has no OpenBadgeCredential, "
+            "AchievementCredential or EndorsementCredential"
+        )
     return ", ".join(types)
 
 

@@ -13,7 +13,7 @@ from tests.factories import make_credential
 from verifier.canonical import canonicalize, canonicalize_reference
 from verifier.errors import CannotCheck, InvalidCredential, VerifierError
 
-_IRI_FIELDS = [
+_IRI_FIELDS: list[list[str | int]] = [
     ["id"],
     ["issuer", "id"],
     ["issuer", "url"],
@@ -21,7 +21,7 @@ _IRI_FIELDS = [
     ["credentialSubject", "achievement", "image", "id"],
     ["credentialStatus", "statusListCredential"],
 ]
-_TEXT_FIELDS = [
+_TEXT_FIELDS: list[list[str | int]] = [
     ["name"],
     ["issuer", "name"],
     ["credentialSubject", "achievement", "description"],

@@ -11,7 +11,7 @@ import pytest
 from verifier.canonical import canonicalize, canonicalize_reference
 from verifier.errors import InvalidCredential
 from verifier.loader import DocumentLoader
-from verifier.multikey import decode_ed25519_secret, decode_public_key
+from verifier.multikey import decode_ed25519_secret, decode_public_key, multibase_encode
 from verifier.suites import eddsa_rdfc_2022 as suite
 
 from .conftest import load, text
@@ -50,7 +50,7 @@ def test_vector_reproduces_every_intermediate(
     signer = _signer(config["verificationMethod"])
     signature = signer.sign(combined)
     assert signature.hex() == text(base + f"sigHex{tag}.txt").strip()
-    assert "z" + suite.multibase_encode(signature)[1:] == signed["proof"]["proofValue"]
+    assert multibase_encode(signature) == signed["proof"]["proofValue"]
     assert signed["proof"]["proofValue"] == text(base + f"sigBTC58{tag}.txt").strip()
     if kind == "eddsa-rdfc-2022":
         created = datetime.fromisoformat(config["created"])
