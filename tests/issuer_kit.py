@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
 
 from tests.factories import make_credential
-from tests.http_server import StaticSite
+from tests.http_server import LocalServer
 from verifier.status import MIN_BITS, encode_bitstring, set_bit
 from verifier.suites import eddsa_rdfc_2022 as di
 from verifier.suites import vc_jwt
@@ -24,13 +24,13 @@ class TestIssuer:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, site: StaticSite, seed: bytes = bytes(range(1, 33))) -> None:
+    def __init__(self, site: LocalServer, seed: bytes = bytes(range(1, 33))) -> None:
         self.site = site
         self.did = site.did
         self.signer = di.Ed25519Signer(seed, f"{self.did}#key-1")
         self.rsa = RSAKey.import_key(_RSA)
         self.bits = bytearray(MIN_BITS // 8)
-        self.list_url = f"{site.origin}/status/1"
+        self.list_url = f"{site.base}/status/1"
         public_jwk = {**self.rsa.as_dict(private=False), "kid": f"{self.did}#rsa-1"}
         did_document = {
             "@context": ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/multikey/v1"],
@@ -51,10 +51,11 @@ class TestIssuer:
             ],
             "assertionMethod": [f"{self.did}#key-1", f"{self.did}#rsa-1"],
         }
-        site.routes["/.well-known/did.json"] = ("application/did+json", json.dumps(did_document).encode())
-        site.routes["/.well-known/jwks.json"] = (
-            "application/jwk-set+json",
+        site.json("/.well-known/did.json", json.dumps(did_document).encode(), content_type="application/did+json")
+        site.json(
+            "/.well-known/jwks.json",
             json.dumps({"keys": [public_jwk]}).encode(),
+            content_type="application/jwk-set+json",
         )
         self.publish_status_list()
 
@@ -97,4 +98,5 @@ class TestIssuer:
             },
         }
         signed = di.sign(status_list, self.signer, created=CREATED)
-        self.site.routes["/status/1"] = ("application/vc+ld+json", json.dumps(signed).encode())
+        self.status_list_body = json.dumps(signed).encode()
+        self.site.json("/status/1", self.status_list_body, content_type="application/vc+ld+json")

@@ -25,6 +25,7 @@ MAX_DECOMPRESSED = 16 * 1024 * 1024  # a zip bomb must not eat memory; 16 MiB is
 
 ENTRY_TYPE = "BitstringStatusListEntry"
 LIST_TYPE = "BitstringStatusListCredential"
+REVOCATION_LIST_TYPE = "1EdTechRevocationList"  # OB 3.0 §8.3 step 4 (VCRL 1.0): an unsigned JSON list
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _DIGITS = re.compile(r"[0-9]+")
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -137,15 +138,44 @@ def status_entries(credential: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for e in _all_entries(credential) if ENTRY_TYPE in _types(e["type"])]
 
 
+def revocation_list_entries(credential: dict[str, Any]) -> list[dict[str, Any]]:
+    """The credential's 1EdTechRevocationList entries (older OB 3.0 credentials)."""
+    return [e for e in _all_entries(credential) if REVOCATION_LIST_TYPE in _types(e["type"])]
+
+
 def unsupported_status_types(credential: dict[str, Any]) -> list[str]:
-    """Type names of status entries this module does not check (e.g. 1EdTechRevocationList, StatusList2021Entry),
-    so the caller can report them as "not checked" rather than silently passing them."""
+    """Type names of status entries this module does not check (e.g. StatusList2021Entry), so the caller can
+    report them as "not checked" rather than silently passing them."""
     out: list[str] = []
     for entry in _all_entries(credential):
         names = [t for t in _types(entry["type"]) if isinstance(t, str)]
-        if ENTRY_TYPE not in names:
+        if ENTRY_TYPE not in names and REVOCATION_LIST_TYPE not in names:
             out.append(" ".join(names) or "(unnamed type)")
     return out
+
+
+def check_revocation_list(
+    entry: dict[str, Any], *, credential_id: str | None, load_json: Callable[[str], Any]
+) -> tuple[bool, str | None]:
+    """(revoked, reason) from a 1EdTechRevocationList: revoked when `revokedCredential` has an entry with the
+    credential's id whose `revoked` is true or absent (OB 3.0 §8.3 step 4). The list carries no proof, so this
+    is only as trustworthy as the https server that serves it. `load_json` raises CannotCheck when it fails."""
+    url = entry.get("id")
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("https", "http"):
+        raise InvalidCredential("1EdTechRevocationList entry needs an http(s) id", code="status_entry_malformed")
+    if credential_id is None:
+        raise InvalidCredential("a credential with a revocation list must have an id", code="status_entry_malformed")
+    document = load_json(url)
+    listed = document.get("revokedCredential", []) if isinstance(document, dict) else None
+    if not isinstance(listed, list):
+        raise CannotCheck(
+            f"revocation list {url} is malformed (no revokedCredential array)", code="status_list_malformed"
+        )
+    for item in listed:
+        if isinstance(item, dict) and item.get("id") == credential_id and item.get("revoked", True) is not False:
+            reason = item.get("revocationReason")
+            return True, reason if isinstance(reason, str) else None
+    return False, None
 
 
 def _all_entries(credential: dict[str, Any]) -> list[dict[str, Any]]:

@@ -254,12 +254,23 @@ class _Run:
     def check_status(self, credential: dict[str, Any]) -> str:
         unsupported = status.unsupported_status_types(credential)
         entries = status.status_entries(credential)
-        if not entries and not unsupported:
+        old_lists = status.revocation_list_entries(credential)
+        if not entries and not unsupported and not old_lists:
             return "the credential has no status entry (it cannot be revoked)"
-        if unsupported and not entries:
+        if unsupported and not entries and not old_lists:
             raise CannotCheck(f"status type {', '.join(unsupported)} is not supported, so revocation was not checked")
         credential_id = credential.get("id") if isinstance(credential.get("id"), str) else None
         findings = []
+        for entry in old_lists:
+            revoked, reason = status.check_revocation_list(
+                entry, credential_id=credential_id, load_json=self.load_revocation_list
+            )
+            if revoked:
+                because = f" (reason given: {reason})" if reason else ""
+                raise InvalidCredential(
+                    f"the issuer has revoked this credential (revocation list {entry['id']}){because}"
+                )
+            findings.append(f"not on the revocation list {entry['id']} (an unsigned 1EdTechRevocationList)")
         for entry in entries:
             outcome = status.check_status_entry(
                 entry, credential_id=credential_id, load_list=self.load_status_list, now=self.now
@@ -271,6 +282,14 @@ class _Run:
         if unsupported:
             raise CannotCheck(f"status type {', '.join(unsupported)} is not supported, so it was not checked")
         return "; ".join(findings)
+
+    def load_revocation_list(self, url: str) -> Any:
+        try:
+            return json.loads(self.options.fetcher(url, accept="application/json"))
+        except FetchError as error:
+            raise CannotCheck(f"could not fetch the revocation list {url}: {error.detail}") from None
+        except (ValueError, RecursionError):
+            raise CannotCheck(f"the revocation list {url} is not JSON") from None
 
     def load_status_list(self, url: str) -> dict[str, Any]:
         """Fetch the status list credential and verify it like a credential (its proof and issuer key)."""

@@ -76,3 +76,21 @@ def test_malformed_files_exit_1_without_a_traceback(tmp_path: Path, content: byt
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert done.stdout.startswith("INVALID")
+
+
+def test_url_source_over_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.http_server import LocalServer
+    from tests.issuer_kit import TestIssuer
+
+    with LocalServer() as site:
+        issuer = TestIssuer(site)
+        signed = issuer.sign(issuer.credential(validFrom="2026-01-01T00:00:00Z"))
+        site.json("/credentials/1", json.dumps(signed).encode(), content_type="application/vc+ld+json")
+        url = f"{site.base}/credentials/1"
+        assert main(["--allow-http-loopback", "--now", "2026-06-01T00:00:00Z", url]) == 0
+        assert capsys.readouterr().out.startswith("VALID")
+        # Without the development flag, plain http and loopback addresses are refused before any request.
+        before = len(site.requests)
+        assert main(["--now", "2026-06-01T00:00:00Z", url]) == 1
+        assert "could not fetch" in capsys.readouterr().err
+        assert len(site.requests) == before

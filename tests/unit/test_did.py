@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.unit.test_fetch import LocalServer
+from tests.http_server import LocalServer
 from verifier.did import (
     VerificationMethod,
     clear_cache,

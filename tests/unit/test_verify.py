@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.http_server import StaticSite, serve
+from tests.http_server import LocalServer
 from tests.issuer_kit import TestIssuer
 from verifier import HttpFetcher, Status, VerificationReport, VerifyOptions, verify_credential
 from verifier.errors import FetchError
@@ -91,7 +91,7 @@ def test_baked_jwt_without_key_is_could_not_check() -> None:
 
 @pytest.fixture
 def issuer() -> Iterator[TestIssuer]:
-    with serve(StaticSite()) as site:
+    with LocalServer() as site:
         yield TestIssuer(site)
 
 
@@ -109,7 +109,7 @@ def test_valid_did_web_credential_with_status(issuer: TestIssuer, online: Verify
         "parse", "context", "type", "schema", "issuer_key", "signature", "issuance", "expiration", "status",
     ]  # fmt: skip
     assert "published by the issuer" in report.check("issuer_key").detail  # type: ignore[union-attr]
-    assert "/.well-known/did.json" in issuer.site.requests and "/status/1" in issuer.site.requests
+    assert {"/.well-known/did.json", "/status/1"} <= set(issuer.site.paths_requested)
 
 
 def test_revoked_after_the_bit_is_set(issuer: TestIssuer, online: VerifyOptions) -> None:
@@ -132,9 +132,9 @@ def test_status_list_unreachable_is_could_not_check(issuer: TestIssuer, online: 
 
 def test_tampered_status_list_is_could_not_check(issuer: TestIssuer, online: VerifyOptions) -> None:
     signed = issuer.sign(issuer.credential(index=9))
-    body = json.loads(issuer.site.routes["/status/1"][1])
+    body = json.loads(issuer.status_list_body)
     body["validFrom"] = "2025-01-01T00:00:00Z"
-    issuer.site.routes["/status/1"] = ("application/json", json.dumps(body).encode())
+    issuer.site.json("/status/1", json.dumps(body).encode())
     report = verify_credential(signed, online)
     assert _failed(report) == {"status": "error"}
     assert "did not verify" in report.check("status").detail  # type: ignore[union-attr]
@@ -181,7 +181,7 @@ def test_wrong_key_fails(issuer: TestIssuer, online: VerifyOptions) -> None:
 
 
 def test_key_not_controlled_by_the_issuer_fails(online: VerifyOptions) -> None:
-    with serve(StaticSite()) as site_a, serve(StaticSite()) as site_b:
+    with LocalServer() as site_a, LocalServer() as site_b:
         issuer_a, issuer_b = TestIssuer(site_a), TestIssuer(site_b, seed=bytes(range(2, 34)))
         forged = di.sign(issuer_a.credential(), issuer_b.signer)  # issuer A's credential, B's key
         report = verify_credential(forged, online)
@@ -299,3 +299,22 @@ def test_hostile_nesting_is_refused_at_parse() -> None:
         report = verify_credential(source, now=NOW)
         assert report.checks[0].id == "parse" and report.checks[0].status is Status.FAILED
         assert "nested" in report.checks[0].detail
+
+
+def test_1edtech_revocation_list(issuer: TestIssuer, online: VerifyOptions) -> None:
+    """Older OB 3.0 credentials point at an unsigned 1EdTechRevocationList (OB 3.0 §8.3 step 4)."""
+    list_url = f"{issuer.site.base}/revocations"
+    entry = {"id": list_url, "type": "1EdTechRevocationList"}
+    signed = issuer.sign(issuer.credential(credentialStatus=entry))
+    others = {"id": list_url, "revokedCredential": [{"id": "urn:uuid:someone-else", "revoked": True}]}
+    issuer.site.json("/revocations", json.dumps(others).encode())
+    report = verify_credential(signed, online)
+    assert report.verdict.value == "valid", report.to_dict()["checks"]
+    assert "1EdTechRevocationList" in report.check("status").detail  # type: ignore[union-attr]
+    listed = {**others, "revokedCredential": [{"id": signed["id"], "revocationReason": "Issued in error"}]}
+    issuer.site.json("/revocations", json.dumps(listed).encode())
+    report = verify_credential(signed, online)
+    assert report.verdict.value == "revoked"
+    assert "Issued in error" in report.check("status").detail  # type: ignore[union-attr]
+    issuer.site.json("/revocations", b"<html>oops</html>")
+    assert _failed(verify_credential(signed, online)) == {"status": "error"}
