@@ -24,6 +24,7 @@ from verifier.status import (
     check_status_entry,
     decode_encoded_list,
     encode_bitstring,
+    revocation_list_entries,
     set_bit,
     status_entries,
     unsupported_status_types,
@@ -414,10 +415,11 @@ def test_status_entries_accepts_object_or_array() -> None:
     assert unsupported_status_types(both) == []
 
 
-def test_other_status_types_are_reported_not_checked() -> None:
+def test_status_types_are_sorted_into_checked_and_not_checked() -> None:
     credential = load("ob3-validator-fixtures/credential-status-revoked.json")
     assert status_entries(credential) == []
-    assert unsupported_status_types(credential) == ["1EdTechRevocationList"]
+    assert unsupported_status_types(credential) == []  # 1EdTechRevocationList is checked (test_verify.py)
+    assert [e["type"] for e in revocation_list_entries(credential)] == ["1EdTechRevocationList"]
     mixed = {"credentialStatus": [entry(), {"id": "https://x.example/1", "type": "StatusList2021Entry"}]}
     assert len(status_entries(mixed)) == 1
     assert unsupported_status_types(mixed) == ["StatusList2021Entry"]
