@@ -1,0 +1,132 @@
+"""The tables. Uniqueness that matters (idempotency keys, status indexes, one active key) is a constraint here,
+never an application check, so concurrent requests and several processes cannot break it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class Issuer(SQLModel, table=True):
+    __tablename__ = "issuers"
+    __table_args__ = (
+        Index(
+            "one_default_issuer",
+            "is_default",
+            unique=True,
+            sqlite_where=text("is_default"),
+            postgresql_where=text("is_default"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)  # slug: path segment of its did:web
+    did: str = Field(unique=True, max_length=512)
+    name: str = Field(max_length=500)
+    url: str | None = Field(default=None, max_length=2000)
+    email: str | None = Field(default=None, max_length=320)
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    image: str | None = Field(default=None, max_length=2000)
+    is_default: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SigningKey(SQLModel, table=True):
+    __tablename__ = "signing_keys"
+    __table_args__ = (
+        Index(
+            "one_active_key_per_issuer_and_algorithm",
+            "issuer_id",
+            "algorithm",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)  # the DID URL fragment, e.g. "ed25519-3f9a…"
+    issuer_id: str = Field(foreign_key="issuers.id", index=True, max_length=64)
+    algorithm: str = Field(max_length=16)  # Ed25519 | RS256 | ES256
+    status: str = Field(default="active", max_length=16)  # active | retired | compromised
+    public_jwk: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    public_key_multibase: str | None = Field(default=None, max_length=200)
+    encrypted_private_key: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    retired_at: datetime | None = None
+    compromised_at: datetime | None = None
+
+
+class Achievement(SQLModel, table=True):
+    __tablename__ = "achievements"
+
+    id: str = Field(primary_key=True, max_length=64)
+    issuer_id: str = Field(foreign_key="issuers.id", index=True, max_length=64)
+    name: str = Field(max_length=500)
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # the OB3 Achievement fields as given
+    valid_for_days: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class StatusList(SQLModel, table=True):
+    __tablename__ = "status_lists"
+
+    id: int | None = Field(default=None, primary_key=True)
+    issuer_id: str = Field(foreign_key="issuers.id", index=True, max_length=64)
+    purpose: str = Field(default="revocation", max_length=16)
+    size: int = 131_072
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Credential(SQLModel, table=True):
+    __tablename__ = "credentials"
+    __table_args__ = (UniqueConstraint("status_list_id", "status_index", name="one_owner_per_status_index"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    issuer_id: str = Field(foreign_key="issuers.id", index=True, max_length=64)
+    achievement_id: str = Field(foreign_key="achievements.id", index=True, max_length=64)
+    recipient_name: str | None = Field(default=None, max_length=500)
+    recipient_email: str | None = Field(default=None, max_length=320)  # for delivery only; erasable
+    recipient_did: str | None = Field(default=None, max_length=2000)
+    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    jwt: str | None = Field(default=None, sa_column=Column(Text))
+    status_list_id: int = Field(foreign_key="status_lists.id")
+    status_index: int
+    valid_from: datetime
+    valid_until: datetime | None = None
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=255)
+    request_hash: str | None = Field(default=None, max_length=64)
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)  # the public prefix of the token
+    name: str = Field(max_length=200)
+    secret_hash: str = Field(max_length=64)  # sha256 of the whole token (tokens are 256-bit random)
+    scopes: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class AuditRecord(SQLModel, table=True):
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=64, index=True)
+    subject: str | None = Field(default=None, max_length=512, index=True)
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(unique=True, max_length=64)
