@@ -40,7 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     if _PG_PROBLEM:
         return (
-            "!" * 100 + f"\n!!! PostgreSQL does not answer ({_PG_PROBLEM}): storage tests ran on SQLITE ONLY\n" + "!" * 100
+            "!" * 100
+            + f"\n!!! PostgreSQL does not answer ({_PG_PROBLEM}): storage tests ran on SQLITE ONLY\n"
+            + "!" * 100
         )
     return "storage tests run on SQLite and PostgreSQL"
 

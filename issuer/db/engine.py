@@ -32,18 +32,35 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    """WAL + synchronous=NORMAL: 3x faster commits, still durable across process crashes (research/perf.md)."""
+    """WAL + synchronous=NORMAL: 3x faster commits, still durable across process crashes (research/perf.md).
+
+    pysqlite's own implicit BEGIN is turned off so that `_sqlite_begin` decides how transactions start.
+    """
+    connection.isolation_level = None
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """Writers begin IMMEDIATE: a deferred transaction that read first cannot upgrade to a write once another
+    writer committed (SQLITE_BUSY_SNAPSHOT), so check-then-insert would fail instead of waiting its turn."""
+    immediate = connection.get_execution_options().get("sqlite_immediate", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, for transactions that will write (takes SQLite's write lock up front)."""
+    return engine.execution_options(sqlite_immediate=True) if engine.dialect.name == "sqlite" else engine
 
 
 def is_postgres(engine: Engine) -> bool:
@@ -60,9 +77,9 @@ def migrate(engine: Engine) -> None:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
+def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     """One transaction: committed when the block ends normally, rolled back on any exception."""
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(writer(engine) if write else engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

@@ -1,0 +1,67 @@
+"""create_app(settings) -> Litestar: the only wiring module."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from .achievements.routes import AchievementsController
+from .db.engine import make_engine, migrate
+from .issuance.routes import CredentialsController
+from .issuance.service import IssuanceService
+from .keyring import load_master_key
+from .problems import EXCEPTION_HANDLERS
+from .public.routes import PublicController
+from .services import Services
+from .settings import Settings
+
+
+def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
+    engine = make_engine(settings.database_url)
+    if run_migrations:
+        migrate(engine)
+    master_key = load_master_key(settings)
+    return Services(settings, engine, master_key, IssuanceService(engine, settings, master_key))
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Litestar:
+    services = services or build_services(settings)
+
+    def provide_services() -> Services:
+        return services
+
+    def provide_actor(request: Request[Any, Any, Any]) -> str:
+        key = request.scope.get("state", {}).get("api_key")
+        return f"api-key:{key.id}" if key is not None else "anonymous"
+
+    return Litestar(
+        route_handlers=[AchievementsController, CredentialsController, PublicController],
+        dependencies={
+            "services": Provide(provide_services, sync_to_thread=False),
+            "actor": Provide(provide_actor, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        state=State({"engine": services.engine, "services": services}),
+        openapi_config=OpenAPIConfig(
+            title="ob3-issuer",
+            version="0.1.0",
+            description="Issue and publish Open Badges 3.0 credentials. Errors are RFC 9457 problem+json.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        on_app_init=[_quiet_logs],
+        on_shutdown=[lambda: services.engine.dispose()],
+    )
+
+
+def _quiet_logs(config: AppConfig) -> AppConfig:
+    logging.getLogger("issuer").setLevel(logging.INFO)
+    return config

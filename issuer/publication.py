@@ -1,0 +1,50 @@
+"""What the service publishes for verifiers, computed from the database: DID documents and the JWKS.
+
+`LocalFetcher` serves the same documents in-process, so the service verifies each credential it signs against
+exactly what a verifier would fetch, without a network round trip to itself.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlmodel import Session, select
+
+from verifier.errors import FetchError
+
+from .db.tables import Issuer
+from .keyring import did_document, jwks, published_keys
+from .profiles import did_document_path
+from .settings import Settings
+
+
+def issuer_did_document(session: Session, issuer: Issuer) -> dict[str, Any]:
+    return did_document(issuer.did, published_keys(session, issuer.id))
+
+
+def installation_jwks(session: Session) -> dict[str, Any]:
+    """Every issuer's published JWT keys: OB-impl "Key provenance" looks for them at the host's JWKS."""
+    issuers = session.exec(select(Issuer)).all()
+    return jwks([(issuer.did, published_keys(session, issuer.id)) for issuer in issuers])
+
+
+class LocalFetcher:
+    """A verifier `Fetcher` that answers for this installation's own URLs from the database and nothing else."""
+
+    def __init__(self, session: Session, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+        self.netloc = urlsplit(settings.base_url).netloc
+
+    def __call__(self, url: str, *, accept: str = "application/json") -> bytes:
+        parts = urlsplit(url)
+        if parts.netloc != self.netloc:
+            raise FetchError(f"{url} is not served by this installation")
+        if parts.path == f"{self.settings.base_path}/.well-known/jwks.json" or parts.path == "/.well-known/jwks.json":
+            return json.dumps(installation_jwks(self.session)).encode()
+        for issuer in self.session.exec(select(Issuer)).all():
+            if parts.path == did_document_path(self.settings, issuer):
+                return json.dumps(issuer_did_document(self.session, issuer)).encode()
+        raise FetchError(f"{url} is not a document this installation publishes")
