@@ -16,6 +16,7 @@ from .achievements.routes import AchievementsController
 from .db.engine import make_engine, migrate
 from .issuance.routes import CredentialsController
 from .issuance.service import IssuanceService
+from .issuers.routes import IssuersController
 from .keyring import load_master_key
 from .problems import EXCEPTION_HANDLERS
 from .public.routes import PublicController
@@ -42,7 +43,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         return f"api-key:{key.id}" if key is not None else "anonymous"
 
     return Litestar(
-        route_handlers=[AchievementsController, CredentialsController, PublicController],
+        route_handlers=[IssuersController, AchievementsController, CredentialsController, PublicController],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "actor": Provide(provide_actor, sync_to_thread=False),

@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from .errors import PROBLEM_BASE, IssuerError, NotFound
+from .keyring import KeyringError
 
 log = logging.getLogger("issuer")
 MEDIA_TYPE = "application/problem+json"
@@ -73,6 +74,18 @@ def handle_undecodable(request: Request[Any, Any, Any], error: UnicodeDecodeErro
     )
 
 
+def handle_keyring(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
+    """Key trouble (no active key, undecryptable key) is the operator's to fix: logged, never detailed to clients."""
+    log.error("keyring problem on %s %s: %s", request.method, request.url.path, error)
+    return problem(
+        503,
+        "keys-unavailable",
+        "Signing keys are unavailable",
+        "The service cannot sign right now; the operator has been told.",
+        request.url.path,
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
     """Anything else is our fault: log it with the traceback, tell the client nothing internal."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -94,5 +107,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ValidationException: handle_validation,
     HTTPException: handle_http,
     UnicodeDecodeError: handle_undecodable,
+    KeyringError: handle_keyring,
     Exception: handle_unexpected,
 }

@@ -95,6 +95,10 @@ class CredentialsController(Controller):
         issued = sum(1 for r in results if r["status"] == "issued")
         return {"issued": issued, "failed": len(results) - issued, "results": results}
 
+    @post("/{credential_id:str}/reissue", guards=[require("issue")], sync_to_thread=True, status_code=200)
+    def reissue(self, credential_id: FromPath[str], services: ServicesDep, actor: ActorDep) -> dict[str, Any]:
+        return credential_view(services, services.issuance.reissue(credential_id, actor=actor))
+
     @get("/{credential_id:str}", guards=[require("read")], sync_to_thread=True)
     def read(self, credential_id: FromPath[str], services: ServicesDep) -> dict[str, Any]:
         with Session(services.engine) as session:

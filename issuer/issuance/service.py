@@ -26,12 +26,12 @@ from .. import audit
 from ..achievements.schemas import to_ob3
 from ..db.engine import session_scope
 from ..db.tables import Achievement, Credential, Issuer, StatusList, utcnow
-from ..errors import IdempotencyMismatch, NotFound, SigningFailed, ValidationFailed
+from ..errors import Conflict, IdempotencyMismatch, NotFound, SigningFailed, ValidationFailed
 from ..keyring import active_signers
 from ..profiles import profile_of
 from ..publication import LocalFetcher
 from ..settings import Settings
-from .credential import Recipient, build_credential, status_entry
+from .credential import Recipient, build_credential, status_entry, timestamp
 from .schemas import IssueRequest
 
 STATUS_LIST_SIZE = 131_072
@@ -212,6 +212,40 @@ class IssuanceService:
         session.add(fresh)
         session.flush()
         return fresh
+
+    def reissue(self, credential_id: str, *, actor: str) -> Credential:
+        """Same id, status entry, recipient and results; the issuer's and achievement's current wording; a new
+        validFrom (OB 3.0: the newer validFrom wins) with the first award kept as awardedDate; a fresh proof."""
+        with session_scope(self.engine) as session:
+            row = session.get(Credential, credential_id)
+            if row is None:
+                raise NotFound(f"no credential {credential_id!r}")
+            if row.revoked_at is not None:
+                raise Conflict("this credential is revoked; re-issuing it is refused")
+            issuer = session.get(Issuer, row.issuer_id)
+            achievement = session.get(Achievement, row.achievement_id)
+            assert issuer is not None and achievement is not None
+            now = self.clock()
+            document = {k: v for k, v in row.document.items() if k != "proof"}
+            document["awardedDate"] = document.get("awardedDate") or document["validFrom"]
+            document["validFrom"] = timestamp(now)
+            document["issuer"] = profile_of(issuer)
+            document["credentialSubject"] = {
+                **document["credentialSubject"],
+                "achievement": to_ob3(self.achievement_url(achievement.id), achievement.data),
+            }
+            document["name"] = achievement.data["name"]
+            signed, token = self._sign(session, issuer, document, "both" if row.jwt else "ldp", now)
+            row.document, row.jwt, row.valid_from, row.updated_at = signed, token, now, now
+            session.add(row)
+            audit.append(
+                session,
+                actor=actor,
+                action="credential.reissued",
+                subject=row.id,
+                data={"valid_from": timestamp(now), "achievement": achievement.id},
+            )
+            return row
 
     # ------------------------------------------------------------------------------------------ many
 

@@ -268,3 +268,77 @@ def test_dates_are_whole_seconds_utc(client: TestClient[Any], admin: dict[str, s
     credential = _issue(client, admin, achievement_id).json()["credential"]
     valid_from = datetime.strptime(credential["validFrom"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert abs((datetime.now(UTC) - valid_from).total_seconds()) < 120
+
+
+def test_reissue_keeps_the_id_and_bumps_valid_from(
+    client: TestClient[Any], admin: dict[str, str], achievement_id: str
+) -> None:
+    first = _issue(client, admin, achievement_id, format="both").json()
+    client.patch(f"/api/v1/achievements/{achievement_id}", headers=admin, json={"name": "Data Analysis II"})
+    again = client.post(f"/api/v1/credentials/{first['id']}/reissue", headers=admin)
+    assert again.status_code == 200, again.text
+    credential = again.json()["credential"]
+    assert credential["id"] == first["credential"]["id"]
+    assert credential["awardedDate"] == first["credential"]["validFrom"]
+    assert credential["credentialSubject"]["achievement"]["name"] == "Data Analysis II"
+    assert credential["credentialStatus"] == first["credential"]["credentialStatus"]
+    assert credential["credentialSubject"]["identifier"] == first["credential"]["credentialSubject"]["identifier"]
+    assert _verify(client, credential).verified and _verify(client, again.json()["jwt"]).verified
+    problem(client.post("/api/v1/credentials/nope/reissue", headers=admin), 404, "not-found")
+
+
+def test_issuer_profiles_have_their_own_did(client: TestClient[Any], admin: dict[str, str]) -> None:
+    created = client.post(
+        "/api/v1/issuers",
+        headers=admin,
+        json={"id": "physics", "name": "Department of Physics", "url": "https://physics.example"},
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["did"] == "did:web:issuer.test:issuers:physics"
+    problem(client.post("/api/v1/issuers", headers=admin, json={"id": "physics", "name": "Again"}), 409, "conflict")
+    problem(client.post("/api/v1/issuers", headers=admin, json={"id": "Bad Slug!", "name": "X"}), 422, "validation")
+    document = client.get("/issuers/physics/did.json").json()
+    assert document["id"] == "did:web:issuer.test:issuers:physics"
+    achievement = client.post(
+        "/api/v1/achievements",
+        headers=admin,
+        json={
+            "name": "Lab Safety",
+            "description": "Works safely in the lab.",
+            "criteria": {"narrative": "Pass."},
+            "issuerId": "physics",
+        },
+    ).json()
+    issued = _issue(client, admin, achievement["id"]).json()
+    assert issued["credential"]["issuer"]["id"] == "did:web:issuer.test:issuers:physics"
+    assert _verify(client, issued["credential"]).verified
+    listing = client.get("/api/v1/issuers", headers=admin).json()
+    assert [i["id"] for i in listing] == ["default", "physics"]
+
+
+def test_credentials_verify_across_key_rotation_and_compromise_withdraws(
+    client: TestClient[Any], services: Services, admin: dict[str, str], achievement_id: str
+) -> None:
+    from issuer.db.engine import session_scope
+    from issuer.keyring import mark_compromised, rotate
+
+    before = _issue(client, admin, achievement_id, format="both").json()
+    with session_scope(services.engine) as session:
+        new_ed = rotate(session, "default", "Ed25519", services.master_key)
+        rotate(session, "default", "RS256", services.master_key)
+    after = _issue(client, admin, achievement_id, format="both").json()
+    assert after["credential"]["proof"][0]["verificationMethod"].endswith(new_ed.id)
+    assert (
+        before["credential"]["proof"][0]["verificationMethod"] != after["credential"]["proof"][0]["verificationMethod"]
+    )
+    for body in (before, after):
+        for form in (body["credential"], body["jwt"]):
+            assert _verify(client, form).verified
+    document = client.get("/.well-known/did.json").json()
+    assert len(document["verificationMethod"]) == 4  # two retired, two active
+    old_key = before["credential"]["proof"][0]["verificationMethod"].split("#")[1]
+    with session_scope(services.engine) as session:
+        mark_compromised(session, old_key, services.master_key)
+    report = _verify(client, before["credential"])
+    assert not report.verified and report.check("issuer_key").status.value == "failed"  # type: ignore[union-attr]
+    assert _verify(client, after["credential"]).verified

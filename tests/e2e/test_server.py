@@ -1,0 +1,155 @@
+"""The real thing: `issuer init` and `issuer serve` as processes, the HTTP API, and `ob3-verify` on the URLs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{args} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    home = tmp_path_factory.mktemp("installation")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = os.environ | {
+        "ISSUER_BASE_URL": base,
+        "ISSUER_DATABASE_URL": f"sqlite:///{home / 'issuer.db'}",
+        "ISSUER_KEYS_DIR": str(home / "keys"),
+        "ISSUER_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "ISSUER_NAME": "E2E Academy",
+    }
+    _run(env, "issuer", "init")
+    log = (home / "server.log").open("wb")
+    process = subprocess.Popen(
+        [str(BIN / "issuer"), "serve", "--port", str(port)], env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/.well-known/did.json", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise AssertionError("server did not start:\n" + (home / "server.log").read_text())
+            time.sleep(0.1)
+        yield base, env
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def test_issue_over_http_then_verify_with_ob3_verify(server: tuple[str, dict[str, str]]) -> None:
+    base, env = server
+    token = _run(env, "issuer", "api-keys", "create", "--scopes", "admin").stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    achievement = httpx.post(
+        f"{base}/api/v1/achievements",
+        headers=headers,
+        json={
+            "name": "Welding Safety",
+            "description": "Safe practice.",
+            "criteria": {"narrative": "Pass the practical."},
+        },
+    ).json()
+    issued = httpx.post(
+        f"{base}/api/v1/credentials",
+        headers=headers,
+        json={
+            "achievement_id": achievement["id"],
+            "format": "both",
+            "recipient": {"email": "grace@example.org", "name": "Grace Hopper"},
+        },
+    )
+    assert issued.status_code == 201, issued.text
+    url = issued.json()["url"]
+    for accept in ("application/ld+json", "application/jwt"):
+        body = httpx.get(url, headers={"Accept": accept}).content
+        done = subprocess.run(
+            [str(BIN / "ob3-verify"), "--allow-http-loopback", "--strict-keys", "-"],
+            input=body,
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+        assert done.stdout.startswith(b"VALID")
+    by_url = _run(env, "ob3-verify", "--allow-http-loopback", "--json", url)
+    report = json.loads(by_url.stdout)
+    assert report["verified"] and {c["id"]: c["status"] for c in report["checks"]}["status"] == "passed"
+
+
+def test_cli_issue_rotate_and_audit(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    base, env = server
+    token = _run(env, "issuer", "api-keys", "create", "--scopes", "admin").stdout.strip()
+    achievement = httpx.post(
+        f"{base}/api/v1/achievements",
+        headers={"Authorization": f"Bearer {token}"},
+        json={
+            "name": "First Aid",
+            "description": "Basic life support.",
+            "criteria": {"narrative": "Pass."},
+        },
+    ).json()
+    printed = _run(
+        env,
+        "issuer",
+        "issue",
+        "--achievement",
+        achievement["id"],
+        "--name",
+        "Alan Turing",
+        "--email",
+        "alan@example.org",
+    ).stdout
+    old = tmp_path / "old.json"
+    old.write_text(printed)
+    _run(env, "issuer", "keys", "rotate")
+    assert "retired" in _run(env, "issuer", "keys", "list").stdout
+    new = tmp_path / "new.json"
+    new.write_text(
+        _run(
+            env, "issuer", "issue", "--achievement", achievement["id"], "--name", "Ada", "--email", "ada@example.org"
+        ).stdout
+    )
+    for path in (old, new):
+        done = _run(env, "ob3-verify", "--allow-http-loopback", "--strict-keys", str(path), check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        json.loads(old.read_text())["proof"][0]["verificationMethod"]
+        != json.loads(new.read_text())["proof"][0]["verificationMethod"]
+    )
+    assert "intact" in _run(env, "issuer", "audit", "verify").stdout
+    bad = _run(env, "issuer", "issue", "--achievement", "nope", "--name", "X", "--email", "x@example.org", check=False)
+    assert bad.returncode == 1 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
