@@ -340,5 +340,5 @@ def test_credentials_verify_across_key_rotation_and_compromise_withdraws(
     with session_scope(services.engine) as session:
         mark_compromised(session, old_key, services.master_key)
     report = _verify(client, before["credential"])
-    assert not report.verified and report.check("issuer_key").status.value == "failed"  # type: ignore[union-attr]
+    assert not report.verified and report.check("issuer_key").status.value == "failed"
     assert _verify(client, after["credential"]).verified
