@@ -33,6 +33,7 @@ DATABASES = ["sqlite"] if _PG_PROBLEM else ["sqlite", "postgresql"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "postgresql_only: the test is about PostgreSQL behaviour; no SQLite variant")
     if _PG_PROBLEM and os.environ.get("CI") == "true":
         raise pytest.UsageError(f"CI=true but PostgreSQL does not answer at {PG_ADMIN_URL}: {_PG_PROBLEM}")
 
@@ -83,4 +84,5 @@ def engine(database_url: str) -> Iterator[Engine]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Any test that uses `database_url` (directly or through `engine`, `app`, ...) runs once per database."""
     if "database_url" in metafunc.fixturenames:
-        metafunc.parametrize("database_url", DATABASES, indirect=True)
+        only_pg = metafunc.definition.get_closest_marker("postgresql_only") is not None
+        metafunc.parametrize("database_url", [d for d in DATABASES if d == "postgresql" or not only_pg], indirect=True)

@@ -219,10 +219,10 @@ def test_appends_from_many_threads_form_one_line(engine: Engine, monkeypatch: py
     assert _verify(engine, batch_size=64) == audit.ChainReport(ok=True, records=len(rows))
 
 
+@pytest.mark.postgresql_only
 def test_postgres_refuses_snapshot_isolation(engine: Engine) -> None:
     """Under REPEATABLE READ the read after the lock could be stale and fork the chain."""
-    if not is_postgres(engine):
-        pytest.skip("PostgreSQL only")
+    assert is_postgres(engine)
     _fill(engine, 1)
     with (
         Session(engine.execution_options(isolation_level="REPEATABLE READ")) as session,
