@@ -33,9 +33,10 @@ def installation_jwks(session: Session) -> dict[str, Any]:
 class LocalFetcher:
     """A verifier `Fetcher` that answers for this installation's own URLs from the database and nothing else."""
 
-    def __init__(self, session: Session, settings: Settings) -> None:
+    def __init__(self, session: Session, settings: Settings, master_key: bytes) -> None:
         self.session = session
         self.settings = settings
+        self.master_key = master_key
         self.netloc = urlsplit(settings.base_url).netloc
 
     def __call__(self, url: str, *, accept: str = "application/json") -> bytes:
@@ -44,6 +45,11 @@ class LocalFetcher:
             raise FetchError(f"{url} is not served by this installation")
         if parts.path == f"{self.settings.base_path}/.well-known/jwks.json" or parts.path == "/.well-known/jwks.json":
             return json.dumps(installation_jwks(self.session)).encode()
+        prefix = f"{self.settings.base_path}/status/"
+        if parts.path.startswith(prefix) and parts.path[len(prefix):].isdigit():
+            from .status.service import signed_status_list
+
+            return signed_status_list(self.session, self.settings, self.master_key, int(parts.path[len(prefix):])).body
         for issuer in self.session.exec(select(Issuer)).all():
             if parts.path == did_document_path(self.settings, issuer):
                 return json.dumps(issuer_did_document(self.session, issuer)).encode()

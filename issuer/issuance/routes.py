@@ -17,7 +17,9 @@ from ..auth import require
 from ..db.tables import Credential
 from ..errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from ..services import ActorDep, ServicesDep
-from .schemas import IssueRequest
+from ..db.engine import session_scope
+from ..status.service import revoke
+from .schemas import IssueRequest, RevokeRequest
 
 CSV_COLUMNS = ("achievement_id", "email", "name", "did", "valid_until", "idempotency_key")
 
@@ -37,6 +39,8 @@ def credential_view(services: ServicesDep, row: Credential, *, include: str = "b
         "valid_from": row.valid_from.isoformat(),
         "valid_until": row.valid_until.isoformat() if row.valid_until else None,
         "revoked": row.revoked_at is not None,
+        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+        "revocation_reason": row.revocation_reason,
     }
     if include == "jwt":
         view["credential"] = row.jwt
@@ -98,6 +102,15 @@ class CredentialsController(Controller):
     @post("/{credential_id:str}/reissue", guards=[require("issue")], sync_to_thread=True, status_code=200)
     def reissue(self, credential_id: FromPath[str], services: ServicesDep, actor: ActorDep) -> dict[str, Any]:
         return credential_view(services, services.issuance.reissue(credential_id, actor=actor))
+
+    @post("/{credential_id:str}/revoke", guards=[require("admin")], sync_to_thread=True, status_code=200)
+    def revoke(
+        self, credential_id: FromPath[str], data: JSONBody[RevokeRequest], services: ServicesDep, actor: ActorDep
+    ) -> dict[str, Any]:
+        """Sets the credential's bit in its status list; verifiers see it on their next fetch of the list."""
+        with session_scope(services.engine) as session:
+            row, changed = revoke(session, credential_id, reason=data.reason, actor=actor)
+        return credential_view(services, row) | {"already_revoked": not changed}
 
     @get("/{credential_id:str}", guards=[require("read")], sync_to_thread=True)
     def read(self, credential_id: FromPath[str], services: ServicesDep) -> dict[str, Any]:

@@ -57,3 +57,7 @@ class IssueRequest(_Strict):
     evidence: list[EvidenceIn] | None = Field(None, max_length=50)
     valid_until: AwareDatetime | None = None
     format: Format | None = None
+
+
+class RevokeRequest(_Strict):
+    reason: LongText = Field(max_length=1000)

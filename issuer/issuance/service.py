@@ -186,7 +186,7 @@ class IssuanceService:
         )
         options = VerifyOptions(
             now=now,
-            fetcher=LocalFetcher(session, self.settings),
+            fetcher=LocalFetcher(session, self.settings, self.master_key),
             allow_http_loopback=True,
             check_status=False,
             strict_keys=True,

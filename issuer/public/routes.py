@@ -16,7 +16,7 @@ from ..errors import NotAcceptable, NotFound
 from ..profiles import profile_of
 from ..publication import installation_jwks, issuer_did_document
 from ..services import ServicesDep
-from ..status.service import TTL_MS, status_list_credential
+from ..status.service import TTL_MS, list_etag, signed_status_list
 
 _CACHE_SHORT = {"Cache-Control": "public, max-age=300"}
 _JSON_TYPES = ("application/ld+json", "application/vc+ld+json", "application/json")
@@ -83,12 +83,17 @@ class PublicController(Controller):
         return Response(body, media_type="application/ld+json", headers=_CACHE_SHORT)
 
     @get("/status/{list_id:int}", sync_to_thread=True)
-    def status_list(self, list_id: FromPath[int], services: ServicesDep) -> Response[dict[str, Any]]:
+    def status_list(
+        self, list_id: FromPath[int], services: ServicesDep, request: Request[Any, Any, Any]
+    ) -> Response[Any]:
+        """The signed list, with an ETag and a max-age equal to its ttl; 304 when the client's copy is current."""
+        headers = {"Cache-Control": f"public, max-age={TTL_MS // 1000}"}
         with Session(services.engine) as session:
-            body = status_list_credential(session, services.settings, services.master_key, list_id)
-        return Response(
-            body, media_type="application/vc+ld+json", headers={"Cache-Control": f"public, max-age={TTL_MS // 1000}"}
-        )
+            etag = list_etag(session, list_id)[3]
+            if etag in _etags(request.headers.get("if-none-match")):
+                return Response(None, status_code=304, headers=headers | {"ETag": etag})
+            signed = signed_status_list(session, services.settings, services.master_key, list_id)
+        return Response(signed.body, media_type="application/vc+ld+json", headers=headers | {"ETag": signed.etag})
 
     @get("/credentials/{credential_id:str}", sync_to_thread=True)
     def credential(
@@ -111,6 +116,12 @@ class PublicController(Controller):
         if chosen == "text/html":
             return Response(_page(row), media_type=MediaType.HTML, headers=headers)
         return Response(row.document, media_type=chosen, headers=headers)
+
+
+def _etags(header: str | None) -> set[str]:
+    if not header:
+        return set()
+    return {tag.strip().removeprefix("W/") for tag in header.split(",")}
 
 
 def _page(row: Credential) -> str:

@@ -342,3 +342,57 @@ def test_credentials_verify_across_key_rotation_and_compromise_withdraws(
     report = _verify(client, before["credential"])
     assert not report.verified and report.check("issuer_key").status.value == "failed"
     assert _verify(client, after["credential"]).verified
+
+
+def test_revocation_reaches_verifiers_and_the_list_is_cacheable(
+    client: TestClient[Any], services: Services, admin: dict[str, str], achievement_id: str
+) -> None:
+    issued = _issue(client, admin, achievement_id, format="both").json()
+    list_url = issued["credential"]["credentialStatus"]["statusListCredential"].removeprefix("http://issuer.test")
+    first = client.get(list_url)
+    assert first.status_code == 200 and first.headers["cache-control"] == "public, max-age=300"
+    etag = first.headers["etag"]
+    assert client.get(list_url, headers={"If-None-Match": etag}).status_code == 304
+    revoked = client.post(f"/api/v1/credentials/{issued['id']}/revoke", headers=admin, json={"reason": "Issued in error"})
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["revoked"] is True and revoked.json()["revocation_reason"] == "Issued in error"
+    again = client.post(f"/api/v1/credentials/{issued['id']}/revoke", headers=admin, json={"reason": "again"})
+    assert again.status_code == 200 and again.json()["already_revoked"] is True
+    assert again.json()["revocation_reason"] == "Issued in error"
+    changed = client.get(list_url, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    for form in (issued["credential"], issued["jwt"]):
+        report = _verify(client, form)
+        assert report.verdict.value == "revoked", report.to_dict()["checks"]
+    problem(client.post(f"/api/v1/credentials/{issued['id']}/reissue", headers=admin), 409, "conflict")
+    problem(client.post("/api/v1/credentials/nope/revoke", headers=admin, json={"reason": "x"}), 404, "not-found")
+    problem(client.post(f"/api/v1/credentials/{issued['id']}/revoke", headers=admin, json={}), 422, "validation")
+    with Session(services.engine) as session:
+        assert len(audit.records(session, action="credential.revoked")) == 1
+
+
+def test_concurrent_issuances_never_share_a_status_index(
+    client: TestClient[Any], services: Services, admin: dict[str, str], achievement_id: str
+) -> None:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda i: _issue(client, admin, achievement_id), range(40)))
+    assert {r.status_code for r in responses} == {201}
+    entries = {
+        (r.json()["credential"]["credentialStatus"]["statusListCredential"],
+         r.json()["credential"]["credentialStatus"]["statusListIndex"])
+        for r in responses
+    }
+    assert len(entries) == 40
+
+
+def test_a_taken_status_index_is_never_shared(
+    client: TestClient[Any], admin: dict[str, str], achievement_id: str, monkeypatch: Any
+) -> None:
+    """Force two issuances onto the same random index: the database constraint sends the second elsewhere."""
+    import issuer.issuance.service as service
+
+    draws = iter([5, 5, 6])
+    monkeypatch.setattr(service.secrets, "randbelow", lambda _n: next(draws))
+    first = _issue(client, admin, achievement_id).json()["credential"]["credentialStatus"]["statusListIndex"]
+    second = _issue(client, admin, achievement_id).json()["credential"]["credentialStatus"]["statusListIndex"]
+    assert (first, second) == ("5", "6")
