@@ -20,6 +20,7 @@ from .issuers.routes import IssuersController
 from .keyring import load_master_key
 from .problems import EXCEPTION_HANDLERS
 from .public.routes import PublicController
+from .public.verify_api import VerifyApiController
 from .services import Services
 from .settings import Settings
 
@@ -43,7 +44,13 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         return f"api-key:{key.id}" if key is not None else "anonymous"
 
     return Litestar(
-        route_handlers=[IssuersController, AchievementsController, CredentialsController, PublicController],
+        route_handlers=[
+            IssuersController,
+            AchievementsController,
+            CredentialsController,
+            PublicController,
+            VerifyApiController,
+        ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "actor": Provide(provide_actor, sync_to_thread=False),

@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from verifier.errors import FetchError
 
-from .db.tables import Issuer
+from .db.tables import Credential, Issuer
 from .keyring import did_document, jwks, published_keys
 from .profiles import did_document_path
 from .settings import Settings
@@ -45,11 +45,16 @@ class LocalFetcher:
             raise FetchError(f"{url} is not served by this installation")
         if parts.path == f"{self.settings.base_path}/.well-known/jwks.json" or parts.path == "/.well-known/jwks.json":
             return json.dumps(installation_jwks(self.session)).encode()
+        credentials = f"{self.settings.base_path}/credentials/"
+        if parts.path.startswith(credentials):
+            row = self.session.get(Credential, parts.path[len(credentials) :])
+            if row is not None:
+                return json.dumps(row.document).encode()
         prefix = f"{self.settings.base_path}/status/"
-        if parts.path.startswith(prefix) and parts.path[len(prefix):].isdigit():
+        if parts.path.startswith(prefix) and parts.path[len(prefix) :].isdigit():
             from .status.service import signed_status_list
 
-            return signed_status_list(self.session, self.settings, self.master_key, int(parts.path[len(prefix):])).body
+            return signed_status_list(self.session, self.settings, self.master_key, int(parts.path[len(prefix) :])).body
         for issuer in self.session.exec(select(Issuer)).all():
             if parts.path == did_document_path(self.settings, issuer):
                 return json.dumps(issuer_did_document(self.session, issuer)).encode()

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, description="largest accepted request body")
     max_batch_rows: int = Field(5_000, description="largest accepted batch (JSON array items or CSV rows)")
     jwt_by_default: bool = Field(False, description="sign VC-JWT as well when a request does not say")
+    verify_allow_private: bool = Field(
+        False, description="let the verify API and page fetch from private/loopback addresses (testing only)"
+    )
+    verify_fetch_timeout: float = Field(5.0, description="seconds per outbound fetch when verifying submissions")
 
     @field_validator("base_url")
     @classmethod

@@ -14,10 +14,10 @@ from litestar.params import FromPath, JSONBody
 from sqlmodel import Session
 
 from ..auth import require
+from ..db.engine import session_scope
 from ..db.tables import Credential
 from ..errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from ..services import ActorDep, ServicesDep
-from ..db.engine import session_scope
 from ..status.service import revoke
 from .schemas import IssueRequest, RevokeRequest
 

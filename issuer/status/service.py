@@ -106,6 +106,11 @@ def revoke(session: Session, credential_id: str, *, reason: str, actor: str) -> 
     row.revocation_reason = reason
     row.updated_at = row.revoked_at
     session.add(row)
-    audit.append(session, actor=actor, action="credential.revoked", subject=row.id,
-                 data={"reason": reason, "status_list": row.status_list_id, "status_index": row.status_index})
+    audit.append(
+        session,
+        actor=actor,
+        action="credential.revoked",
+        subject=row.id,
+        data={"reason": reason, "status_list": row.status_list_id, "status_index": row.status_index},
+    )
     return row, True

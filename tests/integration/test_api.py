@@ -353,7 +353,9 @@ def test_revocation_reaches_verifiers_and_the_list_is_cacheable(
     assert first.status_code == 200 and first.headers["cache-control"] == "public, max-age=300"
     etag = first.headers["etag"]
     assert client.get(list_url, headers={"If-None-Match": etag}).status_code == 304
-    revoked = client.post(f"/api/v1/credentials/{issued['id']}/revoke", headers=admin, json={"reason": "Issued in error"})
+    revoked = client.post(
+        f"/api/v1/credentials/{issued['id']}/revoke", headers=admin, json={"reason": "Issued in error"}
+    )
     assert revoked.status_code == 200, revoked.text
     assert revoked.json()["revoked"] is True and revoked.json()["revocation_reason"] == "Issued in error"
     again = client.post(f"/api/v1/credentials/{issued['id']}/revoke", headers=admin, json={"reason": "again"})
@@ -378,8 +380,10 @@ def test_concurrent_issuances_never_share_a_status_index(
         responses = list(pool.map(lambda i: _issue(client, admin, achievement_id), range(40)))
     assert {r.status_code for r in responses} == {201}
     entries = {
-        (r.json()["credential"]["credentialStatus"]["statusListCredential"],
-         r.json()["credential"]["credentialStatus"]["statusListIndex"])
+        (
+            r.json()["credential"]["credentialStatus"]["statusListCredential"],
+            r.json()["credential"]["credentialStatus"]["statusListIndex"],
+        )
         for r in responses
     }
     assert len(entries) == 40
@@ -389,10 +393,8 @@ def test_a_taken_status_index_is_never_shared(
     client: TestClient[Any], admin: dict[str, str], achievement_id: str, monkeypatch: Any
 ) -> None:
     """Force two issuances onto the same random index: the database constraint sends the second elsewhere."""
-    import issuer.issuance.service as service
-
     draws = iter([5, 5, 6])
-    monkeypatch.setattr(service.secrets, "randbelow", lambda _n: next(draws))
+    monkeypatch.setattr("issuer.issuance.service.secrets.randbelow", lambda _n: next(draws))
     first = _issue(client, admin, achievement_id).json()["credential"]["credentialStatus"]["statusListIndex"]
     second = _issue(client, admin, achievement_id).json()["credential"]["credentialStatus"]["statusListIndex"]
     assert (first, second) == ("5", "6")
