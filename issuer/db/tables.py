@@ -70,6 +70,7 @@ class Achievement(SQLModel, table=True):
     name: str = Field(max_length=500)
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # the OB3 Achievement fields as given
     valid_for_days: int | None = None
+    rules: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # issuance rules for LMS events
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -86,11 +87,24 @@ class StatusList(SQLModel, table=True):
 
 class Credential(SQLModel, table=True):
     __tablename__ = "credentials"
-    __table_args__ = (UniqueConstraint("status_list_id", "status_index", name="one_owner_per_status_index"),)
+    __table_args__ = (
+        UniqueConstraint("status_list_id", "status_index", name="one_owner_per_status_index"),
+        # A learner holds at most one active credential per achievement when it comes from automation (the
+        # learner key is set only then, and only when the achievement does not allow repeats).
+        Index(
+            "one_active_credential_per_learner",
+            "achievement_id",
+            "learner_key",
+            unique=True,
+            sqlite_where=text("learner_key IS NOT NULL AND revoked_at IS NULL"),
+            postgresql_where=text("learner_key IS NOT NULL AND revoked_at IS NULL"),
+        ),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     issuer_id: str = Field(foreign_key="issuers.id", index=True, max_length=64)
     achievement_id: str = Field(foreign_key="achievements.id", index=True, max_length=64)
+    learner_key: str | None = Field(default=None, max_length=128)
     recipient_name: str | None = Field(default=None, max_length=500)
     recipient_email: str | None = Field(default=None, max_length=320)  # for delivery only; erasable
     recipient_did: str | None = Field(default=None, max_length=2000)
@@ -130,3 +144,98 @@ class AuditRecord(SQLModel, table=True):
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(unique=True, max_length=64)
+
+
+# ---------------------------------------------------------------------------------------------- background jobs
+
+
+class Job(SQLModel, table=True):
+    """Outbox rows written in the same transaction as what caused them (a credential, a decision).
+
+    `dedupe_key` is unique, so enqueueing the same follow-up twice (a retried request, a re-run) makes one job.
+    A worker claims a job by setting `locked_until` (a lease); a crashed worker's lease runs out and another
+    worker takes the job over, so every job runs until it succeeds or is dead-lettered, never lost.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("jobs_ready", "state", "run_after"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=64, index=True)
+    subject: str | None = Field(default=None, max_length=128, index=True)
+    dedupe_key: str = Field(unique=True, max_length=255)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default="pending", max_length=16)  # pending | running | succeeded | failed
+    attempts: int = 0
+    max_attempts: int = 8
+    run_after: datetime = Field(default_factory=utcnow)
+    locked_by: str | None = Field(default=None, max_length=128)
+    locked_until: datetime | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+# ---------------------------------------------------------------------------------------------- LMS automation
+
+
+class LmsSource(SQLModel, table=True):
+    """One configured webhook source (`POST /webhooks/{id}`): its platform, secret and settings."""
+
+    __tablename__ = "lms_sources"
+
+    id: str = Field(primary_key=True, max_length=64)
+    platform: str = Field(
+        max_length=32
+    )  # moodle | canvas | teachable | thinkific | docebo | openedx | generic | talentlms
+    encrypted_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    enabled: bool = True
+    cursor: str | None = Field(default=None, max_length=255)  # pollers: where the last poll stopped
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CourseMapping(SQLModel, table=True):
+    __tablename__ = "course_mappings"
+    __table_args__ = (UniqueConstraint("source_id", "course_id", name="one_mapping_per_course"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(foreign_key="lms_sources.id", max_length=64)
+    course_id: str = Field(max_length=255)
+    achievement_id: str = Field(foreign_key="achievements.id", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CompletionEvent(SQLModel, table=True):
+    """A normalized completion, stored before it is answered (202). `(source, external_id)` is unique: a
+    duplicate delivery finds the first one instead of making a second credential."""
+
+    __tablename__ = "completion_events"
+    __table_args__ = (UniqueConstraint("source_id", "external_id", name="one_event_per_delivery"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    source_id: str = Field(foreign_key="lms_sources.id", max_length=64)
+    external_id: str = Field(max_length=255)
+    event: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    state: str = Field(default="received", max_length=16)  # received | issued | held | declined | ignored | failed
+    decision: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    credential_id: str | None = Field(default=None, foreign_key="credentials.id", max_length=64)
+    received_at: datetime = Field(default_factory=utcnow)
+    decided_at: datetime | None = None
+
+
+class Review(SQLModel, table=True):
+    """A held completion awaiting a person: approve (issues) or reject (with a reason)."""
+
+    __tablename__ = "reviews"
+
+    id: str = Field(primary_key=True, max_length=64)
+    event_id: str = Field(foreign_key="completion_events.id", unique=True, max_length=64)
+    achievement_id: str = Field(foreign_key="achievements.id", max_length=64)
+    state: str = Field(default="pending", max_length=16)  # pending | approved | rejected
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    decided_by: str | None = Field(default=None, max_length=200)
+    decided_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
