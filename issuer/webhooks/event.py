@@ -1,0 +1,43 @@
+"""The one shape every LMS adapter produces: a normalized completion, whatever the platform sent."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CompletionEvent:
+    """A learner completed a course. Fields the platform does not send stay None.
+
+    `external_id` identifies the delivery's *event* on the platform (its event/webhook id, or a stable digest of
+    learner + course + completion time when the platform has none), so a re-delivery is recognised.
+    """
+
+    source_id: str
+    platform: str
+    external_id: str
+    learner_id: str
+    course_id: str
+    completed_at: datetime
+    email: str | None = None
+    name: str | None = None
+    score: float | None = None  # percent, 0-100
+    time_spent_minutes: float | None = None
+    attendance_percent: float | None = None
+    modules_completed: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["completed_at"] = self.completed_at.isoformat()
+        data["modules_completed"] = list(self.modules_completed)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CompletionEvent:
+        values = dict(data)
+        values["completed_at"] = datetime.fromisoformat(values["completed_at"])
+        values["modules_completed"] = tuple(values.get("modules_completed") or ())
+        return cls(**values)
