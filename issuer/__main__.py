@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import make_url
 from sqlmodel import Session, col, select
 
 from . import audit
@@ -23,6 +24,7 @@ from .errors import IssuerError
 from .issuance.schemas import IssueRequest
 from .keyring import (
     COMPROMISE_WARNING,
+    KeyringError,
     MasterKeyError,
     ensure_keys,
     generate_master_key_file,
@@ -51,12 +53,22 @@ def _settings() -> Settings:
 
 def cmd_init(args: argparse.Namespace) -> int:
     settings = _settings()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
     try:
         master = load_master_key(settings)
     except MasterKeyError:
         if settings.env == "production":
             print("issuer: production mode needs ISSUER_MASTER_KEY (or keys/master.key)", file=sys.stderr)
             return 2
+        with Session(engine) as session:
+            if session.exec(select(SigningKey)).first() is not None:
+                print(
+                    "issuer: the database holds keys sealed with a master key that is missing here; restore it\n"
+                    "        (ISSUER_MASTER_KEY or keys/master.key) instead of generating a new one",
+                    file=sys.stderr,
+                )
+                return 2
         path = generate_master_key_file(settings.keys_dir)
         print(
             f"WARNING: generated a development master key at {path}.\n"
@@ -65,8 +77,6 @@ def cmd_init(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         master = load_master_key(settings)
-    engine = make_engine(settings.database_url)
-    migrate(engine)
     with session_scope(engine) as session:
         issuer = ensure_default_issuer(session, settings)
         created = ensure_keys(session, issuer, master)
@@ -74,7 +84,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             audit.append(
                 session, actor="cli", action="keys.created", subject=issuer.id, data={"keys": [k.id for k in created]}
             )
-    print(f"database ready at {settings.database_url}\ndefault issuer {issuer.did} ({issuer.name})")
+    print(
+        f"database ready at {make_url(settings.database_url).render_as_string(hide_password=True)}\n"
+        f"default issuer {issuer.did} ({issuer.name})"
+    )
     return 0
 
 
@@ -279,7 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "keys" and args.action == "compromise" and not args.key_id:
         parser().error("keys compromise needs a key id")
-    result: int = args.run(args)
+    try:
+        result: int = args.run(args)
+    except (KeyringError, IssuerError) as error:
+        print(f"issuer: {getattr(error, 'detail', error)}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -44,7 +44,10 @@ def handle_validation(request: Request[Any, Any, Any], error: ValidationExceptio
     """Litestar's own body/parameter validation: say which field and why, in the same format as ours."""
     errors = error.extra if isinstance(error.extra, list) else []
     fields = [
-        {"field": str(e.get("key") or e.get("source") or ""), "message": str(e.get("message", ""))}
+        {
+            "field": _clean_field(str(e.get("key") or e.get("source") or "")),
+            "message": str(e.get("message", "")).removeprefix("Value error, "),
+        }
         for e in errors
         if isinstance(e, dict)
     ]
@@ -59,6 +62,12 @@ def handle_validation(request: Request[Any, Any, Any], error: ValidationExceptio
         request.url.path,
         errors=fields,
     )
+
+
+def _clean_field(field: str) -> str:
+    """Pydantic names union members and validators in error locations (`image.function-after[…]`): drop them."""
+    parts = [p for p in field.split(".") if p and "[" not in p and "(" not in p and p not in ("str", "int", "list")]
+    return ".".join(parts)
 
 
 def handle_http(request: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str, Any]]:

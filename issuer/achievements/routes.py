@@ -14,6 +14,7 @@ from ..auth import require
 from ..db.engine import session_scope
 from ..db.tables import Achievement, utcnow
 from ..errors import NotFound, ValidationFailed
+from ..issuance.credential import timestamp
 from ..profiles import get_issuer
 from ..services import ActorDep, ServicesDep
 from .schemas import AchievementIn, AchievementPatch, stored_fields, to_ob3
@@ -27,8 +28,8 @@ def view(services: ServicesDep, row: Achievement) -> dict[str, Any]:
         "issuerId": row.issuer_id,
         "validForDays": row.valid_for_days,
         "achievement": to_ob3(url, row.data),
-        "createdAt": row.created_at.isoformat(),
-        "updatedAt": row.updated_at.isoformat(),
+        "createdAt": timestamp(row.created_at),
+        "updatedAt": timestamp(row.updated_at),
     }
 
 

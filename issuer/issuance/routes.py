@@ -19,6 +19,7 @@ from ..db.tables import Credential
 from ..errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from ..services import ActorDep, ServicesDep
 from ..status.service import revoke
+from .credential import timestamp
 from .schemas import IssueRequest, RevokeRequest
 
 CSV_COLUMNS = ("achievement_id", "email", "name", "did", "valid_until", "idempotency_key")
@@ -36,10 +37,10 @@ def credential_view(services: ServicesDep, row: Credential, *, include: str = "b
         },
         "achievement_id": row.achievement_id,
         "issuer_id": row.issuer_id,
-        "valid_from": row.valid_from.isoformat(),
-        "valid_until": row.valid_until.isoformat() if row.valid_until else None,
+        "valid_from": timestamp(row.valid_from),
+        "valid_until": timestamp(row.valid_until) if row.valid_until else None,
         "revoked": row.revoked_at is not None,
-        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+        "revoked_at": timestamp(row.revoked_at) if row.revoked_at else None,
         "revocation_reason": row.revocation_reason,
     }
     if include == "jwt":

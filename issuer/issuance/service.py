@@ -26,7 +26,7 @@ from .. import audit
 from ..achievements.schemas import to_ob3
 from ..db.engine import session_scope
 from ..db.tables import Achievement, Credential, Issuer, StatusList, utcnow
-from ..errors import Conflict, IdempotencyMismatch, NotFound, SigningFailed, ValidationFailed
+from ..errors import Conflict, IdempotencyMismatch, IssuerError, NotFound, SigningFailed, ValidationFailed
 from ..keyring import active_signers
 from ..profiles import profile_of
 from ..publication import LocalFetcher
@@ -46,7 +46,7 @@ class Issued:
 
 @dataclass(frozen=True)
 class RowOutcome:
-    """One batch row: `credential` when issued, else `error` (a sentence) and `field` when one is to blame."""
+    """One batch row: `credential` when issued, else `error` (a sentence saying what is wrong)."""
 
     row: int
     credential: Credential | None = None
@@ -222,6 +222,8 @@ class IssuanceService:
                 raise NotFound(f"no credential {credential_id!r}")
             if row.revoked_at is not None:
                 raise Conflict("this credential is revoked; re-issuing it is refused")
+            if row.valid_until is not None and row.valid_until <= self.clock():
+                raise Conflict("this credential has expired; issue a new one with a new valid_until")
             issuer = session.get(Issuer, row.issuer_id)
             achievement = session.get(Achievement, row.achievement_id)
             assert issuer is not None and achievement is not None
@@ -256,13 +258,14 @@ class IssuanceService:
         outcomes = []
         for number, raw in enumerate(rows, start=1):
             key = raw.pop("idempotency_key", None) if isinstance(raw, dict) else None
+            shared = {k: v for k, v in (defaults or {}).items() if k != "idempotency_key"}
             try:
-                request = IssueRequest.model_validate({**(defaults or {}), **raw} if isinstance(raw, dict) else raw)
+                request = IssueRequest.model_validate({**shared, **raw} if isinstance(raw, dict) else raw)
                 issued = self.issue(request, actor=actor, idempotency_key=key)
                 outcomes.append(RowOutcome(number, issued.credential, replayed=issued.replayed))
             except ValidationError as error:
                 outcomes.append(RowOutcome(number, error=_explain(error)))
-            except (ValidationFailed, IdempotencyMismatch, NotFound) as error:
+            except IssuerError as error:  # client errors and server faults alike stay with their row
                 outcomes.append(RowOutcome(number, error=error.detail))
         return outcomes
 

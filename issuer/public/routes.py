@@ -104,7 +104,8 @@ class PublicController(Controller):
         if row is None:
             raise NotFound(f"no credential {credential_id!r}")
         offered = [*_JSON_TYPES, "text/html", *(_JWT_TYPES if row.jwt else ())]
-        chosen = request.accept.best_match(offered, default="application/ld+json")
+        accept = request.headers.get("accept", "").strip()
+        chosen = request.accept.best_match(offered) if accept and accept != "*/*" else "application/ld+json"
         headers = {"Vary": "Accept", "Cache-Control": "no-cache"}
         if chosen is None:
             raise NotAcceptable(
