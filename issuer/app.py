@@ -19,6 +19,7 @@ from .issuance.service import IssuanceService
 from .issuers.routes import IssuersController
 from .keyring import load_master_key
 from .problems import EXCEPTION_HANDLERS
+from .public.page import PageController, template_config
 from .public.routes import PublicController
 from .public.verify_api import VerifyApiController
 from .services import Services
@@ -50,7 +51,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             CredentialsController,
             PublicController,
             VerifyApiController,
+            PageController,
         ],
+        template_config=template_config(),
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "actor": Provide(provide_actor, sync_to_thread=False),

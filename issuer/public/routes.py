@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from litestar import Controller, Request, Response, get
-from litestar.enums import MediaType
 from litestar.params import FromPath
 from sqlmodel import Session, select
 
@@ -17,6 +15,7 @@ from ..profiles import profile_of
 from ..publication import installation_jwks, issuer_did_document
 from ..services import ServicesDep
 from ..status.service import TTL_MS, list_etag, signed_status_list
+from .page import render_credential_page
 
 _CACHE_SHORT = {"Cache-Control": "public, max-age=300"}
 _JSON_TYPES = ("application/ld+json", "application/vc+ld+json", "application/json")
@@ -115,7 +114,7 @@ class PublicController(Controller):
         if chosen in _JWT_TYPES:
             return Response(row.jwt, media_type=chosen, headers=headers)
         if chosen == "text/html":
-            return Response(_page(row), media_type=MediaType.HTML, headers=headers)
+            return render_credential_page(services, credential_id, headers=headers)
         return Response(row.document, media_type=chosen, headers=headers)
 
 
@@ -123,19 +122,3 @@ def _etags(header: str | None) -> set[str]:
     if not header:
         return set()
     return {tag.strip().removeprefix("W/") for tag in header.split(",")}
-
-
-def _page(row: Credential) -> str:
-    """A minimal page until the verification page exists. Every value from the credential is escaped."""
-    document = row.document
-    achievement = document["credentialSubject"]["achievement"]
-    issuer = document["issuer"]
-    e = html.escape
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(achievement["name"])} — {e(issuer.get("name", ""))}</title></head>
-<body><main><h1>{e(achievement["name"])}</h1>
-<p>Awarded to <strong>{e(row.recipient_name or "the holder")}</strong> by {e(issuer.get("name", issuer["id"]))}
-on {e(document["validFrom"][:10])}.</p>
-<p>{e(achievement.get("description", ""))}</p>
-<p><a href="?format=json">Download the credential (JSON-LD)</a></p></main></body></html>"""

@@ -23,7 +23,7 @@ class VerifyApiController(Controller):
     path = "/api/v1/verify"
     tags = ["verification"]  # noqa: RUF012 (Litestar declares it as a plain attribute)
 
-    @post("/", status_code=200)
+    @post("/", status_code=200, request_max_body_size=MAX_SUBMITTED_BYTES + 64_000)
     async def verify(self, request: Request[Any, Any, Any], services: ServicesDep) -> dict[str, Any]:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         source: dict[str, Any] | bytes
