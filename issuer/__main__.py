@@ -151,6 +151,16 @@ Verify it:  .venv/bin/ob3-verify --allow-http-loopback {base}/credentials/{issue
     return cmd_serve(args)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from .delivery.jobs import run_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_forever(build_services(_settings()), worker_id=args.id)
+    return 0
+
+
 def cmd_issue(args: argparse.Namespace) -> int:
     services = build_services(_settings())
     recipient: dict[str, Any] = {"name": args.name}
@@ -267,6 +277,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
         p.add_argument("--workers", type=int, default=1)
+    p = command("worker", cmd_worker, "run background jobs (email, PDF, mirrors) until SIGTERM/SIGINT")
+    p.add_argument("--id", help="worker id shown as lockedBy in /api/v1/jobs (default: host:pid:random)")
     p = command("issue", cmd_issue, "issue one credential and print it")
     p.add_argument("--achievement", required=True)
     p.add_argument("--name", required=True)

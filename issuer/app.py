@@ -14,6 +14,8 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from .achievements.routes import AchievementsController
 from .db.engine import make_engine, migrate
+from .delivery.jobs import Worker
+from .delivery.routes import JobsController
 from .issuance.routes import CredentialsController
 from .issuance.service import IssuanceService
 from .issuers.routes import IssuersController
@@ -36,6 +38,7 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
 
 def create_app(settings: Settings, services: Services | None = None) -> Litestar:
     services = services or build_services(settings)
+    worker = Worker(services) if settings.jobs_embedded else None
 
     def provide_services() -> Services:
         return services
@@ -52,6 +55,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             PublicController,
             VerifyApiController,
             PageController,
+            JobsController,
         ],
         template_config=template_config(),
         dependencies={
@@ -69,7 +73,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
         ),
         request_max_body_size=settings.max_body_bytes,
         on_app_init=[_quiet_logs],
-        on_shutdown=[lambda: services.engine.dispose()],
+        on_startup=[worker.start] if worker else [],
+        # shutdown hooks run in reverse: the worker stops before the engine is disposed
+        on_shutdown=[lambda: services.engine.dispose(), *([worker.stop] if worker else [])],
     )
 
 

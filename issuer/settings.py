@@ -5,6 +5,7 @@ Nothing reads the environment at import time; `Settings()` does, when the CLI or
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -30,6 +31,26 @@ class Settings(BaseSettings):
     )
     verify_fetch_timeout: float = Field(5.0, description="seconds per outbound fetch when verifying submissions")
 
+    # Email (issuer/delivery/mailer.py). Without smtp_host no email is sent and no email job is enqueued.
+    smtp_host: str | None = Field(None, description="SMTP relay host; unset disables email")
+    smtp_port: int = Field(587, ge=1, le=65535, description="587 for starttls, 465 for tls")
+    smtp_security: Literal["starttls", "tls", "none"] = Field("starttls", description="how the connection is secured")
+    smtp_username: str | None = Field(None, description="SMTP AUTH user (with smtp_password)")
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = Field(None, description='From header, e.g. "Example Academy <badges@example.edu>"')
+    smtp_timeout: float = Field(30.0, gt=0, description="seconds per SMTP connect/command")
+    email_templates_dir: Path | None = Field(
+        None, description="searched before the built-in email templates; an <issuer_id>/ folder overrides per issuer"
+    )
+
+    # Background jobs (issuer/delivery/jobs.py).
+    jobs_embedded: bool = Field(True, description="run a job worker thread in each server process")
+    jobs_poll_interval: float = Field(1.0, gt=0, description="seconds an idle worker waits before looking again")
+    jobs_lease_seconds: int = Field(
+        300, ge=1, description="a running job is taken over when its worker is silent this long"
+    )
+    jobs_batch_size: int = Field(10, ge=1, le=1000, description="jobs claimed per round trip")
+
     @field_validator("base_url")
     @classmethod
     def _origin(cls, value: str) -> str:
@@ -39,6 +60,16 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
+    def _smtp_is_complete(self) -> Settings:
+        if not self.smtp_host:
+            return self
+        if not self.smtp_from or "@" not in parseaddr(self.smtp_from)[1]:
+            raise ValueError('smtp_from must be an address such as "Example Academy <badges@example.edu>"')
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("smtp_username and smtp_password go together")
+        return self
+
+    @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:
         """Refuse unsafe production values at start-up rather than at the first request."""
         if self.env == "production":
@@ -46,6 +77,8 @@ class Settings(BaseSettings):
                 raise ValueError("in production base_url must be https (did:web requires it)")
             if self.master_key is None and not (self.keys_dir / "master.key").is_file():
                 raise ValueError("in production ISSUER_MASTER_KEY (or keys/master.key) must be given")
+            if self.smtp_host and self.smtp_username and self.smtp_security == "none":
+                raise ValueError("in production SMTP credentials must not travel unencrypted: use starttls or tls")
         return self
 
     @property

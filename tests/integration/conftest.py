@@ -34,6 +34,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         keys_dir=tmp_path / "keys",
         master_key=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        jobs_embedded=False,  # tests run jobs explicitly
         _env_file=None,
     )
 
