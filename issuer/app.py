@@ -14,7 +14,9 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from .achievements.routes import AchievementsController
 from .db.engine import make_engine, migrate
+from .delivery.artifacts import ArtifactsController, certificate_pdf
 from .delivery.jobs import Worker
+from .delivery.mailer import use_pdf_source
 from .delivery.routes import JobsController
 from .issuance.routes import CredentialsController
 from .issuance.service import IssuanceService
@@ -33,6 +35,7 @@ def build_services(settings: Settings, *, run_migrations: bool = True) -> Servic
     if run_migrations:
         migrate(engine)
     master_key = load_master_key(settings)
+    use_pdf_source(certificate_pdf)  # emails attach the certificate; if rendering fails, they go without it
     return Services(settings, engine, master_key, IssuanceService(engine, settings, master_key))
 
 
@@ -56,6 +59,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             VerifyApiController,
             PageController,
             JobsController,
+            ArtifactsController,
         ],
         template_config=template_config(),
         dependencies={

@@ -36,7 +36,7 @@ class _UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ob3-verify",
-        description="Verify an Open Badges 3.0 credential: JSON-LD, compact JWT, baked PNG or SVG, or a URL.",
+        description="Verify an Open Badges 3.0 credential: JSON-LD, JWT, baked PNG or SVG, PDF certificate, or URL.",
     )
     parser.add_argument("source", help="a file, an https URL, or - for standard input")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")

@@ -38,10 +38,12 @@ def _corrupt(why: str) -> InvalidCredential:
 # ---------------------------------------------------------------- sniffing
 
 
-def detect_kind(data: bytes) -> Literal["png", "svg", "jwt", "json", "unknown"]:
+def detect_kind(data: bytes) -> Literal["png", "svg", "pdf", "jwt", "json", "unknown"]:
     """Guess what an uploaded/fetched body is from its bytes (not its name or media type, which may lie)."""
     if data.startswith(PNG_SIGNATURE):
         return "png"
+    if data.startswith(b"%PDF-"):
+        return "pdf"
     head = data.removeprefix(b"\xef\xbb\xbf").lstrip()
     if head.startswith(b"<"):
         return "svg" if _SVG_ROOT.search(data) else "unknown"

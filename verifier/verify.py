@@ -18,6 +18,7 @@ from .did import FoundKey, VerificationMethod, resolve_verification_method
 from .errors import CannotCheck, InvalidCredential, VerifierError
 from .fetch import Fetcher, FetchError, offline_fetcher
 from .loader import DocumentLoader, default_loader
+from .pdf import extract_from_pdf
 from .report import Check, Status, VerificationReport
 from .suites import eddsa_rdfc_2022, vc_jwt
 
@@ -113,7 +114,8 @@ class _Run:
         except InvalidCredential as error:
             self.add("parse", Status.FAILED, error.detail)
             return None
-        what = {"json": "JSON-LD", "jwt": "VC-JWT", "png": "baked PNG", "svg": "baked SVG"}[fmt.split("+")[0]]
+        kinds = {"json": "JSON-LD", "jwt": "VC-JWT", "png": "baked PNG", "svg": "baked SVG", "pdf": "PDF-embedded"}
+        what = kinds[fmt.split("+")[0]]
         self.add("parse", Status.PASSED, f"read a {what} credential" + (" (VC-JWT inside)" if "+jwt" in fmt else ""))
         return fmt, credential, token
 
@@ -334,16 +336,19 @@ def _parse(source: dict[str, Any] | str | bytes) -> tuple[str, dict[str, Any], v
     if kind == "unknown" and source.strip().count(b".") == 2 and source.strip().isascii():
         kind = "jwt"  # e.g. an unsigned token (empty signature): let the JWT parser say what is wrong
     container = ""
-    if kind in ("png", "svg"):
+    if kind in ("png", "svg", "pdf"):
         container = kind
-        text = baking.extract_from_png(source) if kind == "png" else baking.extract_from_svg(source)
+        extract = {"png": baking.extract_from_png, "svg": baking.extract_from_svg, "pdf": extract_from_pdf}[kind]
+        text = extract(source)
     elif kind in ("json", "jwt"):
         try:
             text = source.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidCredential("the input is not UTF-8 text") from None
     else:
-        raise InvalidCredential("the input is not a credential: expected JSON, a compact JWT, or a baked PNG or SVG")
+        raise InvalidCredential(
+            "the input is not a credential: expected JSON, a compact JWT, a baked PNG or SVG, or a PDF certificate"
+        )
     text = text.strip()
     if text.startswith("{"):
         try:

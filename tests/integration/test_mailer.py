@@ -123,7 +123,8 @@ def settings(settings: Settings, sink: Sink) -> Settings:
 
 
 @pytest.fixture
-def with_pdf() -> Iterator[None]:
+def with_pdf(services: Services) -> Iterator[None]:
+    """After `services` (which installs the real renderer): a stand-in PDF, to check the attachment."""
     mailer.use_pdf_source(lambda services, credential: PDF)
     yield
     mailer.use_pdf_source(None)
