@@ -287,9 +287,8 @@ def _report_page(
             "qr_svg": f"{url}/qr.svg",
             "qr_png": f"{url}/qr.png",
             "linkedin": linkedin,
-            # the PDF certificate and the baked badge image: set these once their routes exist
-            "pdf": None,
-            "baked_png": None,
+            "pdf": f"{url}/certificate.pdf",
+            "baked_png": f"{url}/badge.png",
         }
     context = _base_context(services) | {
         "facts": facts,
