@@ -247,6 +247,27 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lms(args: argparse.Namespace) -> int:
+    """Poll the LMS sources that have no webhook (TalentLMS) once, now; the job worker decides what was found."""
+    from .db.tables import LmsSource
+    from .webhooks.adapters import LmsApiError
+    from .webhooks.talentlms import poll
+
+    services = build_services(_settings())
+    with Session(services.engine) as session:
+        statement = select(LmsSource.id).where(LmsSource.platform == "talentlms", col(LmsSource.enabled))
+        sources = [args.source] if args.source else list(session.exec(statement).all())
+    for source_id in sources:
+        try:
+            result = poll(services, source_id)
+        except LmsApiError as error:
+            print(f"issuer: {source_id}: {error}", file=sys.stderr)
+            return 1
+        more = "" if result.complete else "; more to read: the next poll resumes"
+        print(f"{source_id}: {result.accepted} new, {result.duplicates} already known, {result.pages} page(s){more}")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     engine = make_engine(_settings().database_url)
     migrate(engine)
@@ -295,6 +316,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["create"])
     p.add_argument("--name", default="admin")
     p.add_argument("--scopes", default="admin", help=f"comma-separated: {', '.join(SCOPES)}")
+    p = command("lms", cmd_lms, "poll LMS sources without webhooks (TalentLMS) once, now")
+    p.add_argument("action", choices=["poll"])
+    p.add_argument("--source", help="only this source")
     p = command("audit", cmd_audit, "check the audit log's hash chain")
     p.add_argument("action", choices=["verify"])
     return top

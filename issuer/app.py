@@ -28,6 +28,8 @@ from .public.routes import PublicController
 from .public.verify_api import VerifyApiController
 from .services import Services
 from .settings import Settings
+from .webhooks.reviews import ReviewsController
+from .webhooks.routes import LmsController, WebhookController
 
 
 def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
@@ -57,6 +59,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             CredentialsController,
             PublicController,
             VerifyApiController,
+            WebhookController,
+            LmsController,
+            ReviewsController,
             PageController,
             JobsController,
             ArtifactsController,

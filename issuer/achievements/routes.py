@@ -27,6 +27,7 @@ def view(services: ServicesDep, row: Achievement) -> dict[str, Any]:
         "url": url,
         "issuerId": row.issuer_id,
         "validForDays": row.valid_for_days,
+        "rules": row.rules,
         "achievement": to_ob3(url, row.data),
         "createdAt": timestamp(row.created_at),
         "updatedAt": timestamp(row.updated_at),
@@ -47,6 +48,7 @@ class AchievementsController(Controller):
                 name=data.name,
                 data=stored_fields(data),
                 valid_for_days=data.validForDays,
+                rules=data.rules.to_json() if data.rules else None,
             )
             session.add(row)
             session.flush()
@@ -103,6 +105,8 @@ class AchievementsController(Controller):
                 row.name = changes["name"]
             if "validForDays" in data.model_fields_set:
                 row.valid_for_days = data.validForDays
+            if "rules" in data.model_fields_set:
+                row.rules = data.rules.to_json() if data.rules else None
             row.updated_at = utcnow()
             session.add(row)
             audit.append(

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..issuance.rules import AchievementRules
 from ..validation import AchievementType, Iri, LongText, Name, ShortText, Slug, Url
 
 ResultType = Literal[
@@ -65,6 +66,7 @@ class AchievementIn(_Strict):
     resultDescription: list[ResultDescription] | None = Field(None, max_length=50)  # noqa: N815
     validForDays: int | None = Field(None, ge=1, le=36_500)  # noqa: N815
     issuerId: Slug | None = None  # noqa: N815
+    rules: AchievementRules | None = None  # issuance rules for LMS completions (ours, not OB 3.0)
 
 
 class AchievementPatch(_Strict):
@@ -79,6 +81,7 @@ class AchievementPatch(_Strict):
     tag: list[ShortText] | None = Field(None, max_length=50)
     resultDescription: list[ResultDescription] | None = Field(None, max_length=50)  # noqa: N815
     validForDays: int | None = Field(None, ge=1, le=36_500)  # noqa: N815
+    rules: AchievementRules | None = None
 
 
 def stored_fields(body: AchievementIn | AchievementPatch) -> dict[str, Any]:
@@ -86,6 +89,7 @@ def stored_fields(body: AchievementIn | AchievementPatch) -> dict[str, Any]:
     data = body.model_dump(exclude_unset=True, exclude_none=False, mode="json")
     data.pop("validForDays", None)
     data.pop("issuerId", None)
+    data.pop("rules", None)
     return data
 
 

@@ -60,7 +60,7 @@ BACKOFF_BASE = 30.0  # seconds before the first retry; doubled per attempt
 BACKOFF_CAP = 3600.0  # never wait longer than this between attempts
 MAX_ERROR_CHARS = 500
 NOTIFY_CHANNEL = "issuer_jobs"
-HANDLER_MODULES = ["issuer.delivery.mailer"]
+HANDLER_MODULES = ["issuer.delivery.mailer", "issuer.webhooks.service", "issuer.webhooks.talentlms"]
 """Modules whose import registers handlers; `load_handlers` imports them (lazily: they import this module)."""
 
 

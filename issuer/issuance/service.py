@@ -65,7 +65,16 @@ class IssuanceService:
 
     # ------------------------------------------------------------------------------------------ one credential
 
-    def issue(self, request: IssueRequest, *, actor: str, idempotency_key: str | None = None) -> Issued:
+    def issue(
+        self,
+        request: IssueRequest,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        learner_key: str | None = None,
+    ) -> Issued:
+        """`learner_key` (LMS automation): at most one active credential per learner and achievement; a second one
+        raises IntegrityError from the index one_active_credential_per_learner (the caller answers it)."""
         fingerprint = _fingerprint(request)
         for _ in range(2):
             try:
@@ -77,7 +86,12 @@ class IssuanceService:
                         if existing is not None:
                             return self._replay(existing, fingerprint)
                     row = self._issue_in(
-                        session, request, actor=actor, idempotency_key=idempotency_key, fingerprint=fingerprint
+                        session,
+                        request,
+                        actor=actor,
+                        idempotency_key=idempotency_key,
+                        fingerprint=fingerprint,
+                        learner_key=learner_key,
                     )
                     return Issued(row)
             except IntegrityError as error:
@@ -92,7 +106,14 @@ class IssuanceService:
         return Issued(existing, replayed=True)
 
     def _issue_in(
-        self, session: Session, request: IssueRequest, *, actor: str, idempotency_key: str | None, fingerprint: str
+        self,
+        session: Session,
+        request: IssueRequest,
+        *,
+        actor: str,
+        idempotency_key: str | None,
+        fingerprint: str,
+        learner_key: str | None = None,
     ) -> Credential:
         achievement = session.get(Achievement, request.achievement_id)
         if achievement is None:
@@ -149,6 +170,7 @@ class IssuanceService:
                 valid_until=valid_until,
                 idempotency_key=idempotency_key,
                 request_hash=fingerprint,
+                learner_key=learner_key,
             )
             try:
                 with session.begin_nested():

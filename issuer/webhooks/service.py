@@ -1,0 +1,367 @@
+"""Completion events: stored on arrival, then decided and issued by a background job, exactly once.
+
+`accept` runs inside the webhook request: it stores each normalized completion and its `process_completion` job
+in one transaction and returns at once (the platform gets its 202 within milliseconds). A re-delivery hits the
+unique (source, external id) constraint and gets the first event's id back.
+
+`handle` is the job: map the course to an achievement, enrich from the LMS API where the adapter can, decide
+with the pure rules, then issue, hold for review or decline, and audit the decision. It may run twice (a retried
+job, two workers), so every step is idempotent: the credential's idempotency key is the event id, the learner
+key (one active credential per learner and achievement) is a unique index, and the event's decision is written
+only while it is still `received`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from .. import audit
+from ..db.engine import session_scope
+from ..db.tables import Achievement, CourseMapping, Credential, LmsSource, Review, utcnow
+from ..db.tables import CompletionEvent as EventRow
+from ..delivery.jobs import JobContext, enqueue, register
+from ..errors import Conflict, NotFound
+from ..issuance.credential import timestamp
+from ..issuance.rules import AchievementRules, Hold, Issue, decide
+from ..issuance.schemas import IssueRequest
+from ..keyring import decrypt_private_key, encrypt_private_key
+from ..services import Services
+from .adapters import Source, registry
+from .event import CompletionEvent
+
+log = logging.getLogger("issuer.webhooks")
+
+JOB_KIND = "process_completion"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event_id: str
+    duplicate: bool
+
+
+# --------------------------------------------------------------------------------------------- secrets at rest
+
+
+def secret_key_id(source_id: str) -> str:
+    """The AAD of a source's sealed secrets: a blob copied to another source does not open."""
+    return f"webhook:{source_id}"
+
+
+def seal_secrets(master: bytes, source_id: str, values: dict[str, Any]) -> bytes:
+    return encrypt_private_key(master, secret_key_id(source_id), json.dumps(values).encode())
+
+
+def open_secrets(master: bytes, row: LmsSource) -> dict[str, Any]:
+    if row.encrypted_secret is None:
+        return {}
+    opened: dict[str, Any] = json.loads(decrypt_private_key(master, secret_key_id(row.id), row.encrypted_secret))
+    return opened
+
+
+def source_of(master: bytes, row: LmsSource) -> Source:
+    values = open_secrets(master, row)
+    return Source(
+        id=row.id,
+        platform=row.platform,
+        config=dict(row.config),
+        secrets=tuple(values.get("secrets") or ()),
+        signing_secrets=tuple(values.get("signing_secrets") or ()),
+        api_token=values.get("api_token"),
+    )
+
+
+# --------------------------------------------------------------------------------------------- intake
+
+
+def accept(services: Services, events: tuple[CompletionEvent, ...]) -> list[Accepted]:
+    """Store each event with its job, in one transaction; a known (source, external id) answers its first id."""
+    results: list[Accepted] = []
+    with session_scope(services.engine) as session:
+        for event in events:
+            first = _existing(session, event)
+            if first is not None:
+                results.append(Accepted(first, duplicate=True))
+                continue
+            row = EventRow(
+                id=str(uuid.uuid4()), source_id=event.source_id, external_id=event.external_id, event=event.to_json()
+            )
+            try:
+                with session.begin_nested():
+                    session.add(row)
+                    session.flush()
+            except IntegrityError:  # a concurrent twin committed first (PostgreSQL waits for it, then lands here)
+                first = _existing(session, event)
+                if first is None:
+                    raise
+                results.append(Accepted(first, duplicate=True))
+                continue
+            enqueue(
+                session,
+                kind=JOB_KIND,
+                subject=row.id,
+                dedupe_key=f"completion:{row.id}",
+                payload={"event_id": row.id},
+            )
+            results.append(Accepted(row.id, duplicate=False))
+    return results
+
+
+def _existing(session: Session, event: CompletionEvent) -> str | None:
+    return session.exec(
+        select(EventRow.id).where(EventRow.source_id == event.source_id, EventRow.external_id == event.external_id)
+    ).first()
+
+
+# --------------------------------------------------------------------------------------------- deciding
+
+
+def idempotency_key(event_id: str) -> str:
+    """Every path that issues for an event (the job, a re-run, a review's approval) uses this key: one credential."""
+    return f"lms-event:{event_id}"
+
+
+def learner_key(source_id: str, learner_id: str) -> str:
+    """One learner as one LMS knows them; the key of "one active credential per learner and achievement"."""
+    return hashlib.sha256(f"{source_id}\x1f{learner_id}".encode()).hexdigest()
+
+
+@register(JOB_KIND)
+def _run(context: JobContext) -> dict[str, Any]:
+    return {"state": handle(context.services, str(context.job.payload["event_id"]))}
+
+
+def handle(services: Services, event_id: str) -> str:
+    """Decide one stored event and act on it; returns its final state. Safe to call again, or concurrently."""
+    with Session(services.engine) as session:
+        row = session.get(EventRow, event_id)
+        if row is None:
+            raise NotFound(f"no completion event {event_id!r}")
+        if row.state != "received":
+            return row.state
+        source_row = session.get(LmsSource, row.source_id)
+        mapping = session.exec(
+            select(CourseMapping).where(
+                CourseMapping.source_id == row.source_id,
+                CourseMapping.course_id == str(row.event["course_id"]),
+            )
+        ).first()
+    assert source_row is not None
+    event = CompletionEvent.from_json(row.event)
+    if mapping is None:
+        reason = f"course {event.course_id!r} is not mapped to an achievement on source {row.source_id!r}"
+        return conclude(services, row, None, "ignored", {"outcome": "ignored", "reason": reason})
+    source = source_of(services.master_key, source_row)
+    adapter = registry().get(source.platform)  # pollers (TalentLMS) have no adapter: their rows are complete
+    enriched = adapter.enrich(event, source) if adapter is not None else event  # LmsApiError: the job retries
+    if enriched != event:
+        event = replace(enriched, extra={**enriched.extra, "enriched": True})
+    return decide_and_act(services, row, event, mapping.achievement_id)
+
+
+def decide_and_act(services: Services, row: EventRow, event: CompletionEvent, achievement_id: str) -> str:
+    key = learner_key(event.source_id, event.learner_id)
+    with Session(services.engine) as session:
+        achievement = session.get(Achievement, achievement_id)
+        if achievement is None:
+            reason = f"the mapped achievement {achievement_id!r} no longer exists"
+            return conclude(services, row, event, "ignored", {"outcome": "ignored", "reason": reason})
+        rules = AchievementRules.model_validate(achievement.rules or {})
+        held, own, known = _learner_credentials(session, key, event, row.id, [achievement.id, *rules.prerequisites])
+        already = held.get(achievement.id)
+        if not rules.allow_repeat and already is not None and already != own:
+            reason = "the learner already holds an active credential for this achievement; no second one is issued"
+            duplicate = {"outcome": "duplicate", "reason": reason, "achievement": achievement.id}
+            return conclude(services, row, event, "ignored", duplicate, credential_id=already)
+        names: dict[str, str] = {}
+        if rules.prerequisites:
+            wanted = select(Achievement.id, Achievement.name).where(col(Achievement.id).in_(rules.prerequisites))
+            names = dict(session.exec(wanted).all())
+    decision = decide(
+        event,
+        rules,
+        held_achievements=set(held),
+        now=services.issuance.clock(),
+        known_emails=known,
+        names=names,
+    )
+    summary = decision.to_json() | {"achievement": achievement_id}
+    if isinstance(decision, Issue):
+        try:
+            credential = issue_for(services, row.id, event, achievement_id, rules, actor=f"lms:{event.source_id}")
+        except Conflict as error:
+            return conclude(
+                services,
+                row,
+                event,
+                "ignored",
+                summary | {"outcome": "duplicate", "reason": error.detail},
+                credential_id=error.extensions.get("credential_id"),
+            )
+        return conclude(services, row, event, "issued", summary, credential_id=credential.id)
+    if isinstance(decision, Hold):
+        return conclude(services, row, event, "held", summary, review_for=achievement_id)
+    return conclude(services, row, event, "declined", summary)
+
+
+def issue_for(
+    services: Services,
+    event_id: str,
+    event: CompletionEvent,
+    achievement_id: str,
+    rules: AchievementRules,
+    *,
+    actor: str,
+) -> Credential:
+    """Issue the event's credential: idempotent per event, one active per learner unless repeats are allowed.
+
+    Raises Conflict (with `credential_id`) when the learner already holds an active one.
+    """
+    results = [{"status": "Completed", "value": f"{event.score:g}%"}] if event.score is not None else None
+    request = IssueRequest.model_validate(
+        {
+            "achievement_id": achievement_id,
+            "recipient": {"email": event.email, "name": event.name},
+            "results": results,
+        }
+    )
+    key = None if rules.allow_repeat else learner_key(event.source_id, event.learner_id)
+    try:
+        issued = services.issuance.issue(
+            request, actor=actor, idempotency_key=idempotency_key(event_id), learner_key=key
+        )
+    except IntegrityError as error:
+        if "learner" not in str(error.orig).lower():
+            raise
+        with Session(services.engine) as session:
+            existing = _active(session, key or "", None, [achievement_id]).get(achievement_id)
+        raise Conflict(
+            "the learner already holds an active credential for this achievement; no second one is issued",
+            credential_id=existing,
+        ) from None
+    return issued.credential
+
+
+def _active(session: Session, key: str, email: str | None, achievements: list[str]) -> dict[str, str]:
+    """achievement id -> an active credential the learner holds, among `achievements` (the one at stake and its
+    prerequisites): by learner key, or by email for credentials issued by hand or by another source."""
+    who = [col(Credential.learner_key) == key]
+    if email:
+        who.append(func.lower(col(Credential.recipient_email)) == email.strip().lower())
+    rows = session.exec(
+        select(Credential.achievement_id, Credential.id)
+        .where(col(Credential.achievement_id).in_(achievements), or_(*who), col(Credential.revoked_at).is_(None))
+        .order_by(col(Credential.created_at))
+    ).all()
+    return {achievement: credential for achievement, credential in reversed(rows)}
+
+
+def _learner_credentials(
+    session: Session, key: str, event: CompletionEvent, event_id: str, achievements: list[str]
+) -> tuple[dict[str, str], str | None, set[str]]:
+    """One query for what the rules need to know about the learner's active credentials: which of `achievements`
+    they hold, the credential this very event issued (a re-run after a crash), and the emails used before."""
+    own_key = idempotency_key(event_id)
+    who = [col(Credential.learner_key) == key, col(Credential.idempotency_key) == own_key]
+    if event.email:
+        same_email = func.lower(col(Credential.recipient_email)) == event.email.strip().lower()
+        who.append(and_(col(Credential.achievement_id).in_(achievements), same_email))
+    statement = (
+        sa_select(
+            col(Credential.achievement_id),
+            col(Credential.id),
+            col(Credential.learner_key),
+            col(Credential.idempotency_key),
+            col(Credential.recipient_email),
+        )
+        .where(or_(*who), col(Credential.revoked_at).is_(None))
+        .order_by(col(Credential.created_at).desc())
+    )
+    rows = session.connection().execute(statement).all()
+    held = {achievement: credential for achievement, credential, *_ in rows if achievement in achievements}
+    own = next((credential for _, credential, _, idem, _ in rows if idem == own_key), None)
+    known = {email for _, _, learner, _, email in rows if learner == key and email}
+    return held, own, known
+
+
+def conclude(
+    services: Services,
+    row: EventRow,
+    event: CompletionEvent | None,
+    state: str,
+    decision: dict[str, Any],
+    *,
+    credential_id: str | None = None,
+    review_for: str | None = None,
+) -> str:
+    """Write the decision once (only while the event is still `received`), with its review and audit record.
+    `event`, when given, replaces the stored one: it carries what enrichment added, for the reviewer."""
+    now = utcnow()
+    values: dict[str, Any] = {"state": state, "decision": decision, "credential_id": credential_id, "decided_at": now}
+    if event is not None:
+        values["event"] = event.to_json()
+    with session_scope(services.engine) as session:
+        changed = session.exec(
+            update(EventRow).where(col(EventRow.id) == row.id, col(EventRow.state) == "received").values(**values)
+        ).rowcount
+        if changed != 1:  # another run decided first: its decision stands
+            current = session.get(EventRow, row.id)
+            return current.state if current is not None else state
+        review_id = None
+        if review_for is not None:
+            review_id = str(uuid.uuid4())
+            session.add(Review(id=review_id, event_id=row.id, achievement_id=review_for))
+            session.flush()
+        audit.append(
+            session,
+            actor=f"lms:{row.source_id}",
+            action=f"lms.{state}",
+            subject=row.id,
+            data=audit_summary(decision) | {"source": row.source_id, "credential": credential_id, "review": review_id},
+        )
+    log.info("completion %s from %s: %s", row.id, row.source_id, state)
+    return state
+
+
+def audit_summary(decision: dict[str, Any]) -> dict[str, Any]:
+    """What the audit log keeps of a decision: outcome and verdict per criterion, with the numbers and module
+    names, but no names or emails (the log is permanent; personal data must stay erasable elsewhere)."""
+    findings = [
+        {"criterion": f["criterion"], "status": f["status"]}
+        | ({} if f["criterion"] in ("email", "name") else {"detail": f["detail"]})
+        for f in decision.get("findings", [])
+    ]
+    summary = {"outcome": decision.get("outcome"), "achievement": decision.get("achievement"), "findings": findings}
+    if not findings:
+        summary["reason"] = decision.get("reason")
+    return summary
+
+
+def event_view(services: Services, row: EventRow, review: Review | None) -> dict[str, Any]:
+    """An event as the API shows it: what arrived, what was decided and why, and what came of it."""
+    base = services.settings.base_url
+    return {
+        "id": row.id,
+        "source_id": row.source_id,
+        "external_id": row.external_id,
+        "state": row.state,
+        "received_at": timestamp(row.received_at),
+        "decided_at": timestamp(row.decided_at) if row.decided_at else None,
+        "event": row.event,
+        "decision": row.decision,
+        "credential_id": row.credential_id,
+        "credential_url": f"{base}/credentials/{row.credential_id}" if row.credential_id else None,
+        "review": None
+        if review is None
+        else {"id": review.id, "state": review.state, "reason": review.reason, "decided_by": review.decided_by},
+    }
