@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from verifier import VerifyOptions, verify_credential
 from verifier.suites import eddsa_rdfc_2022, vc_jwt
@@ -26,6 +26,7 @@ from .. import audit
 from ..achievements.schemas import to_ob3
 from ..db.engine import session_scope
 from ..db.tables import Achievement, Credential, Issuer, StatusList, utcnow
+from ..delivery import mailer
 from ..errors import Conflict, IdempotencyMismatch, IssuerError, NotFound, SigningFailed, ValidationFailed
 from ..keyring import active_signers
 from ..profiles import profile_of
@@ -76,71 +77,70 @@ class IssuanceService:
         """`learner_key` (LMS automation): at most one active credential per learner and achievement; a second one
         raises IntegrityError from the index one_active_credential_per_learner (the caller answers it)."""
         fingerprint = _fingerprint(request)
-        for _ in range(2):
+        for _attempt in range(_INDEX_ATTEMPTS):
+            if idempotency_key is not None:
+                with Session(self.engine) as session:
+                    existing = session.exec(
+                        select(Credential).where(Credential.idempotency_key == idempotency_key)
+                    ).first()
+                if existing is not None:
+                    return self._replay(existing, fingerprint)
+            # Everything slow (reads, building, signing, self-verification) happens before the write transaction,
+            # which then holds SQLite's write lock (or PostgreSQL's audit lock) only for the inserts and the commit.
+            row, audit_data = self._prepare(
+                request, idempotency_key=idempotency_key, fingerprint=fingerprint, learner_key=learner_key
+            )
             try:
                 with session_scope(self.engine) as session:
-                    if idempotency_key is not None:
-                        existing = session.exec(
-                            select(Credential).where(Credential.idempotency_key == idempotency_key)
-                        ).first()
-                        if existing is not None:
-                            return self._replay(existing, fingerprint)
-                    row = self._issue_in(
-                        session,
-                        request,
-                        actor=actor,
-                        idempotency_key=idempotency_key,
-                        fingerprint=fingerprint,
-                        learner_key=learner_key,
-                    )
-                    return Issued(row)
+                    session.add(row)
+                    session.flush()
+                    audit.append(session, actor=actor, action="credential.issued", subject=row.id, data=audit_data)
+                    mailer.enqueue_credential_email(session, self.settings, row)  # none when email is off
+                return Issued(row)
             except IntegrityError as error:
-                if idempotency_key is None or "idempotency" not in str(error.orig).lower():
-                    raise
-                # A concurrent twin with the same key committed first (PostgreSQL): answer with its credential.
-        raise RuntimeError("idempotent issuance did not settle")  # pragma: no cover
+                message = str(error.orig).lower()
+                if idempotency_key is not None and "idempotency" in message:
+                    continue  # a concurrent twin with the same key committed first: answer with its credential
+                if "status" in message:
+                    continue  # that status index was taken a moment ago: draw another and sign again
+                raise
+        raise SigningFailed("could not find a free status index; the status list is nearly full")
 
     def _replay(self, existing: Credential, fingerprint: str) -> Issued:
         if existing.request_hash != fingerprint:
             raise IdempotencyMismatch("this Idempotency-Key was already used for a different request")
         return Issued(existing, replayed=True)
 
-    def _issue_in(
-        self,
-        session: Session,
-        request: IssueRequest,
-        *,
-        actor: str,
-        idempotency_key: str | None,
-        fingerprint: str,
-        learner_key: str | None = None,
-    ) -> Credential:
-        achievement = session.get(Achievement, request.achievement_id)
-        if achievement is None:
-            raise ValidationFailed(
-                f"achievement_id {request.achievement_id!r} does not exist",
-                errors=[{"field": "achievement_id", "message": "no such achievement"}],
+    def _prepare(
+        self, request: IssueRequest, *, idempotency_key: str | None, fingerprint: str, learner_key: str | None
+    ) -> tuple[Credential, dict[str, Any]]:
+        """The signed, self-verified credential row to insert, and its audit data. Reads only."""
+        status_list = self._open_status_list(request.achievement_id)
+        with Session(self.engine) as session:
+            achievement = session.get(Achievement, request.achievement_id)
+            if achievement is None:
+                raise ValidationFailed(
+                    f"achievement_id {request.achievement_id!r} does not exist",
+                    errors=[{"field": "achievement_id", "message": "no such achievement"}],
+                )
+            issuer = session.get(Issuer, achievement.issuer_id)
+            assert issuer is not None
+            now = self.clock()
+            valid_until = request.valid_until
+            if valid_until is None and achievement.valid_for_days:
+                valid_until = now + timedelta(days=achievement.valid_for_days)
+            if valid_until is not None and valid_until <= now:
+                raise ValidationFailed(
+                    "valid_until must be in the future",
+                    errors=[{"field": "valid_until", "message": "must be in the future"}],
+                )
+            credential_id = str(uuid.uuid4())
+            recipient = Recipient(
+                name=request.recipient.name,
+                email=str(request.recipient.email) if request.recipient.email else None,
+                did=request.recipient.did,
             )
-        issuer = session.get(Issuer, achievement.issuer_id)
-        assert issuer is not None
-        now = self.clock()
-        valid_until = request.valid_until
-        if valid_until is None and achievement.valid_for_days:
-            valid_until = now + timedelta(days=achievement.valid_for_days)
-        if valid_until is not None and valid_until <= now:
-            raise ValidationFailed(
-                "valid_until must be in the future",
-                errors=[{"field": "valid_until", "message": "must be in the future"}],
-            )
-        credential_id = str(uuid.uuid4())
-        recipient = Recipient(
-            name=request.recipient.name,
-            email=str(request.recipient.email) if request.recipient.email else None,
-            did=request.recipient.did,
-        )
-        wanted = request.format or ("both" if self.settings.jwt_by_default else "ldp")
-        status_list = self._open_status_list(session, issuer.id)
-        for _attempt in range(_INDEX_ATTEMPTS):
+            wanted = request.format or ("both" if self.settings.jwt_by_default else "ldp")
             index = secrets.randbelow(status_list.size)
             unsigned = build_credential(
                 credential_id=self.credential_url(credential_id),
@@ -155,46 +155,32 @@ class IssuanceService:
                 evidence=[e.model_dump(exclude_none=True) for e in request.evidence or []],
             )
             document, token = self._sign(session, issuer, unsigned, wanted, now)
-            row = Credential(
-                id=credential_id,
-                issuer_id=issuer.id,
-                achievement_id=achievement.id,
-                recipient_name=recipient.name,
-                recipient_email=recipient.email,
-                recipient_did=recipient.did,
-                document=document,
-                jwt=token,
-                status_list_id=status_list.id,  # type: ignore[arg-type]
-                status_index=index,
-                valid_from=now,
-                valid_until=valid_until,
-                idempotency_key=idempotency_key,
-                request_hash=fingerprint,
-                learner_key=learner_key,
-            )
-            try:
-                with session.begin_nested():
-                    session.add(row)
-            except IntegrityError as error:
-                if "status" in str(error.orig).lower() and "idempotency" not in str(error.orig).lower():
-                    continue  # that index was taken a moment ago: draw another
-                raise
-            audit.append(
-                session,
-                actor=actor,
-                action="credential.issued",
-                subject=row.id,
-                data={
-                    "achievement": achievement.id,
-                    "issuer": issuer.id,
-                    "format": wanted,
-                    "status_list": status_list.id,
-                    "status_index": index,
-                    "recipient": "did" if recipient.did else "email",
-                },
-            )
-            return row
-        raise SigningFailed("could not find a free status index; the status list is nearly full")
+        row = Credential(
+            id=credential_id,
+            issuer_id=issuer.id,
+            achievement_id=achievement.id,
+            recipient_name=recipient.name,
+            recipient_email=recipient.email,
+            recipient_did=recipient.did,
+            document=document,
+            jwt=token,
+            status_list_id=status_list.id,  # type: ignore[arg-type]
+            status_index=index,
+            valid_from=now,
+            valid_until=valid_until,
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint,
+            learner_key=learner_key,
+        )
+        audit_data = {
+            "achievement": achievement.id,
+            "issuer": issuer.id,
+            "format": wanted,
+            "status_list": status_list.id,
+            "status_index": index,
+            "recipient": "did" if recipient.did else "email",
+        }
+        return row, audit_data
 
     def _sign(
         self, session: Session, issuer: Issuer, unsigned: dict[str, Any], wanted: str, now: datetime
@@ -222,18 +208,30 @@ class IssuanceService:
                 raise SigningFailed(f"the {label} credential did not verify: {failed.id}: {failed.detail}")
         return document, token
 
-    def _open_status_list(self, session: Session, issuer_id: str) -> StatusList:
-        current = session.exec(
-            select(StatusList).where(StatusList.issuer_id == issuer_id).order_by(StatusList.id.desc())  # type: ignore[union-attr]
-        ).first()
-        if current is not None:
-            used = session.exec(select(func.count()).where(Credential.status_list_id == current.id)).one()
-            if used < current.size // 2:  # keep lists sparse: random draws stay cheap and collisions rare
-                return current
-        fresh = StatusList(issuer_id=issuer_id, size=STATUS_LIST_SIZE)
-        session.add(fresh)
-        session.flush()
-        return fresh
+    def _open_status_list(self, achievement_id: str) -> StatusList:
+        """The issuer's current list, or a new one once it is half full (random draws stay cheap, collisions rare).
+
+        Opening a list is its own short write; two processes opening one at once just make two lists."""
+        with Session(self.engine) as session:
+            achievement = session.get(Achievement, achievement_id)
+            if achievement is None:
+                raise ValidationFailed(
+                    f"achievement_id {achievement_id!r} does not exist",
+                    errors=[{"field": "achievement_id", "message": "no such achievement"}],
+                )
+            issuer_id = achievement.issuer_id
+            current = session.exec(
+                select(StatusList).where(StatusList.issuer_id == issuer_id).order_by(col(StatusList.id).desc())
+            ).first()
+            if current is not None:
+                used = session.exec(select(func.count()).where(Credential.status_list_id == current.id)).one()
+                if used < current.size // 2:
+                    return current
+        with session_scope(self.engine) as session:
+            fresh = StatusList(issuer_id=issuer_id, size=STATUS_LIST_SIZE)
+            session.add(fresh)
+            session.flush()
+            return fresh
 
     def reissue(self, credential_id: str, *, actor: str) -> Credential:
         """Same id, status entry, recipient and results; the issuer's and achievement's current wording; a new
