@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,11 +80,23 @@ def migrate(engine: Engine) -> None:
 
 @contextmanager
 def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
-    """One transaction: committed when the block ends normally, rolled back on any exception."""
-    with Session(writer(engine) if write else engine, expire_on_commit=False) as session:
+    """One transaction: committed when the block ends normally, rolled back on any exception.
+
+    On SQLite, writers in one process queue on a lock first: SQLite's own busy handler makes waiters sleep and
+    poll (1, 2, 5 ... 100 ms), so under contention a waiter that just missed the lock sleeps while later ones win.
+    """
+    queue = (
+        _SQLITE_WRITERS.setdefault(engine.url.render_as_string(), threading.RLock())
+        if (write and engine.dialect.name == "sqlite")
+        else contextlib.nullcontext()
+    )
+    with queue, Session(writer(engine) if write else engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
         except BaseException:
             session.rollback()
             raise
+
+
+_SQLITE_WRITERS: dict[str, threading.RLock] = {}
