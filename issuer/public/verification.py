@@ -7,6 +7,7 @@ fetched through the bounded fetcher, which refuses private and loopback addresse
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,14 +45,25 @@ def verify_stored(services: Services, credential_id: str) -> StoredVerification:
 
 
 def outside_fetcher(services: Services) -> HttpFetcher:
-    """The bounded fetcher for submitted credentials (did:web, JWKS, status lists, URLs)."""
+    """The bounded fetcher for submitted credentials (did:web, JWKS, status lists, URLs), one per policy and
+    process: building an HTTP client loads the CA bundle (~14 ms), and the verifier caches DID documents per
+    fetcher."""
     settings = services.settings
-    return HttpFetcher(
-        timeout=settings.verify_fetch_timeout,
-        max_bytes=MAX_SUBMITTED_BYTES,
-        allow_private=settings.verify_allow_private,
-        allow_http_loopback=settings.verify_allow_private,
-    )
+    policy = (settings.verify_fetch_timeout, settings.verify_allow_private)
+    with _FETCHERS_LOCK:
+        fetcher = _FETCHERS.get(policy)
+        if fetcher is None:
+            fetcher = _FETCHERS[policy] = HttpFetcher(
+                timeout=settings.verify_fetch_timeout,
+                max_bytes=MAX_SUBMITTED_BYTES,
+                allow_private=settings.verify_allow_private,
+                allow_http_loopback=settings.verify_allow_private,
+            )
+    return fetcher
+
+
+_FETCHERS: dict[tuple[float, bool], HttpFetcher] = {}
+_FETCHERS_LOCK = threading.Lock()
 
 
 class _OursOrOutside:
@@ -70,7 +82,8 @@ def verify_submitted(services: Services, source: dict[str, Any] | str | bytes) -
     """Verify a credential given as parsed JSON, text (JSON or compact JWT) or file bytes (JSON, JWT, PNG, SVG)."""
     if isinstance(source, str | bytes) and len(source) > MAX_SUBMITTED_BYTES:
         raise BadRequest(f"the credential is larger than {MAX_SUBMITTED_BYTES} bytes")
-    with outside_fetcher(services) as outside, Session(services.engine) as session:
+    outside = outside_fetcher(services)
+    with Session(services.engine) as session:
         fetcher = _OursOrOutside(LocalFetcher(session, services.settings, services.master_key), outside)
         options = VerifyOptions(fetcher=fetcher, allow_http_loopback=True)
         return verify_credential(source, options)
@@ -80,7 +93,8 @@ def verify_url(services: Services, url: str) -> VerificationReport:
     """Fetch a credential (bounded, address-checked) and verify it; a failed fetch is a 400 that says why."""
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         raise BadRequest("url must be an http(s) URL")
-    with outside_fetcher(services) as outside, Session(services.engine) as session:
+    outside = outside_fetcher(services)
+    with Session(services.engine) as session:
         fetcher = _OursOrOutside(LocalFetcher(session, services.settings, services.master_key), outside)
         try:
             body = fetcher(url, accept="application/vc+ld+json, application/json;q=0.9, text/plain;q=0.5, */*;q=0.1")
