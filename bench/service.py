@@ -17,8 +17,10 @@ random master key; `issuer init`; `issuer serve --workers N` on a free port; an 
   credentials the service returned (all ids distinct).
 
 Only 127.0.0.1 is ever contacted; every level is bounded by a request count and a time limit (--max-seconds).
-The client's own CPU use (getrusage) and the server's (its process tree, from /proc) are reported, so a client
-that starves the server on a small machine shows up in the figures.
+CPU use during each level is reported in cores, by part: this client (getrusage), the server's process tree and
+the PostgreSQL backends of the benchmark database (/proc), and everything else on the machine (/proc/stat). A
+client that starves the server, or other work on a shared machine, shows up there; over 0.25 cores of other work
+marks the figures as unreliable.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Barbara", "Edsger", "Frances", "Katherine", "Donald", "Margaret", "Niklaus")
 LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Liskov", "Dijkstra", "Allen", "Johnson", "Knuth", "Hamilton", "Wirth")
+
+
+NOISE_CORES = 0.25  # more CPU than this used by other processes during a level: the machine was not quiet
 
 
 class BenchError(RuntimeError):
@@ -107,6 +112,73 @@ def tree_cpu_s(pid: int) -> float | None:
     return total
 
 
+def machine_cpu_s() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (Linux /proc/stat); None elsewhere."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    ticks = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / _TICKS, sum(ticks) / _TICKS
+
+
+def postgres_backends(database: str) -> list[int]:
+    """Process ids of the PostgreSQL backends serving `database` (they run on this machine: 127.0.0.1)."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=10) as admin:
+        rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds so far: this client, the server's process tree, the database's backends, the whole machine."""
+
+    client: float
+    server: float | None
+    database: dict[int, float]
+    machine_busy: float | None
+
+    @classmethod
+    def take(cls, server: Server) -> CpuSnapshot:
+        database: dict[int, float] = {}
+        for pid in postgres_backends(server.pg_database) if server.pg_database else []:
+            used = tree_cpu_s(pid)
+            if used is not None:
+                database[pid] = used
+        machine = machine_cpu_s()
+        return cls(client_cpu_s(), tree_cpu_s(server.process.pid), database, machine and machine[0])
+
+    def since(self, before: CpuSnapshot, wall_s: float) -> dict[str, float | None]:
+        """Cores used in between, by part; `other` is whatever else ran on the machine (should be ~0)."""
+        client = (self.client - before.client) / wall_s
+        server = None if self.server is None or before.server is None else (self.server - before.server) / wall_s
+        # A backend that appeared in between counts from zero (it was started during the level).
+        database = sum(used - before.database.get(pid, 0.0) for pid, used in self.database.items()) / wall_s
+        cores: dict[str, float | None] = {"client": client, "server": server, "database": database}
+        if self.machine_busy is not None and before.machine_busy is not None:
+            machine = (self.machine_busy - before.machine_busy) / wall_s
+            cores["machine"] = machine
+            cores["other"] = machine - client - (server or 0.0) - database
+        return {name: None if value is None else round(value, 2) for name, value in cores.items()}
+
+
+def source_version() -> str:
+    """The git commit measured, `+dirty` when tracked files have changes (others may be editing them)."""
+
+    def git(*args: str) -> str:
+        command = ["git", *args]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()  # noqa: S603
+
+    try:
+        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def learner(run: str, n: int) -> dict[str, str]:
     """A distinct recipient: the email and the name both differ for every n."""
     first = FIRST_NAMES[n % len(FIRST_NAMES)]
@@ -126,6 +198,7 @@ class Server:
     workdir: Path
     token: str = ""
     achievement_id: str = ""
+    pg_database: str | None = None  # for the CPU accounting of its backends
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -134,7 +207,9 @@ class Server:
             return "(no server log)"
 
 
-def issuer_cli(env: dict[str, str], cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def issuer_cli(
+    env: dict[str, str], cwd: Path, *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(  # noqa: S603 (fixed argv: this interpreter, -m issuer)
         [sys.executable, "-m", "issuer", *args],
         env=env,
@@ -144,7 +219,7 @@ def issuer_cli(env: dict[str, str], cwd: Path, *args: str, timeout: float = 120)
         timeout=timeout,
         check=False,
     )
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         raise BenchError(f"`issuer {' '.join(args)}` failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     return result
 
@@ -198,6 +273,8 @@ def running_service(database_url: str, workers: int, workdir: Path) -> Iterator[
             start_new_session=True,
         )
     server = Server(process, f"http://{HOST}:{port}", env, log_path, workdir)
+    if database_url.startswith("postgresql://"):
+        server.pg_database = database_url.rsplit("/", 1)[1]
     try:
         wait_ready(server)
         server.token = issuer_cli(env, workdir, "api-keys", "create", "--scopes", "admin").stdout.split()[0]
@@ -271,8 +348,7 @@ class Level:
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
-    client_cpu_s: float = 0.0
-    server_cpu_s: float | None = None
+    cpu: dict[str, float | None] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.latencies_ms)
@@ -289,18 +365,16 @@ class Level:
             "mean_ms": round(sum(ordered) / len(ordered), 1) if ordered else None,
             "wall_s": round(self.wall_s, 2),
             # CPU in cores (1.0 = one core busy for the whole level); the machine has os.cpu_count() of them.
-            "client_cpu_cores": round(self.client_cpu_s / self.wall_s, 2) if self.wall_s else None,
-            "server_cpu_cores": (
-                round(self.server_cpu_s / self.wall_s, 2) if self.wall_s and self.server_cpu_s is not None else None
-            ),
+            **{f"{name}_cpu_cores": value for name, value in self.cpu.items()},
         }
 
 
 class Load:
     """Issues credentials through POST /api/v1/credentials; every call is for a learner never seen before."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, credential_format: str | None = None) -> None:
         self.server = server
+        self.format = credential_format
         self.run = secrets.token_hex(3)
         self.counter = 0
         self.url = f"{server.base_url}/api/v1/credentials"
@@ -308,30 +382,32 @@ class Load:
 
     def body(self) -> dict[str, Any]:
         self.counter += 1
-        return {"achievement_id": self.server.achievement_id, "recipient": learner(self.run, self.counter)}
+        body = {"achievement_id": self.server.achievement_id, "recipient": learner(self.run, self.counter)}
+        return body | ({"format": self.format} if self.format else {})
 
     async def level(self, concurrency: int, requests: int, warmup: int, max_seconds: float) -> Level:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        timeout = httpx.Timeout(60.0, pool=None)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout, http1=True, http2=False) as client:
-            await self._drive(client, concurrency, warmup, Level(concurrency, warmup), max_seconds)
+        # One client with one keep-alive HTTP/1.1 connection per simulated client: `concurrency` connections in all.
+        # (One shared pool of 50 connections costs httpx ~5 ms of CPU per request; this costs ~1 ms at any level.)
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=60.0, http1=True, http2=False))
+                for _ in range(concurrency)
+            ]
+            await self._drive(clients, warmup, Level(concurrency, warmup), max_seconds)
             level = Level(concurrency, requests)
-            cpu_before, server_before = client_cpu_s(), tree_cpu_s(self.server.process.pid)
+            before = CpuSnapshot.take(self.server)
             start = time.perf_counter()
-            await self._drive(client, concurrency, requests, level, max_seconds)
+            await self._drive(clients, requests, level, max_seconds)
             level.wall_s = time.perf_counter() - start
-            level.client_cpu_s = client_cpu_s() - cpu_before
-            server_after = tree_cpu_s(self.server.process.pid)
-            if server_before is not None and server_after is not None:
-                level.server_cpu_s = server_after - server_before
+            level.cpu = CpuSnapshot.take(self.server).since(before, level.wall_s)
         return level
 
-    async def _drive(
-        self, client: httpx.AsyncClient, concurrency: int, requests: int, level: Level, max_seconds: float
-    ) -> None:
+    async def _drive(self, clients: list[httpx.AsyncClient], requests: int, level: Level, max_seconds: float) -> None:
+        """`len(clients)` clients in closed loop: each sends its next request as soon as its last one is answered."""
         remaining = requests
 
-        async def worker() -> None:
+        async def worker(client: httpx.AsyncClient) -> None:
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
@@ -350,16 +426,19 @@ class Load:
                     level.ids.append(response.json()["id"])
 
         try:
-            await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), timeout=max_seconds)
+            await asyncio.wait_for(asyncio.gather(*(worker(c) for c in clients)), timeout=max_seconds)
         except TimeoutError:
             raise BenchError(
-                f"concurrency {concurrency}: {requests} requests did not finish within {max_seconds:.0f} s "
+                f"concurrency {len(clients)}: {requests} requests did not finish within {max_seconds:.0f} s "
                 f"({len(level.latencies_ms)} done)"
             ) from None
 
 
-def run_batch(server: Server, rows: int, run: str) -> dict[str, Any]:
-    body = [{"achievement_id": server.achievement_id, "recipient": learner(f"batch-{run}", n)} for n in range(rows)]
+def run_batch(server: Server, rows: int, run: str, credential_format: str | None) -> dict[str, Any]:
+    extra = {"format": credential_format} if credential_format else {}
+    body = [
+        {"achievement_id": server.achievement_id, "recipient": learner(f"batch-{run}", n)} | extra for n in range(rows)
+    ]
     payload = json.dumps(body).encode()
     with httpx.Client(timeout=600) as client:
         start = time.perf_counter()
@@ -390,7 +469,7 @@ def bench_database(kind: str, args: argparse.Namespace, log: Any) -> dict[str, A
     try:
         with fresh_database(kind, workdir) as url, running_service(url, args.workers, workdir) as server:
             print(f"[{kind}] serving at {server.base_url} with {args.workers} worker(s)", file=log, flush=True)
-            load = Load(server)
+            load = Load(server, args.format)
             levels: list[Level] = []
             for concurrency in args.concurrency:
                 print(f"[{kind}] {args.requests} requests at concurrency {concurrency}...", file=log, flush=True)
@@ -401,13 +480,15 @@ def bench_database(kind: str, args: argparse.Namespace, log: Any) -> dict[str, A
             batch = None
             if args.batch_rows:
                 print(f"[{kind}] batch of {args.batch_rows}...", file=log, flush=True)
-                batch = run_batch(server, args.batch_rows, load.run)
+                batch = run_batch(server, args.batch_rows, load.run, args.format)
             if server.process.poll() is not None:
                 raise BenchError(f"the server died during the run:\n{server.log_tail()}")
-            audit = issuer_cli(server.env, workdir, "audit", "verify", timeout=300).stdout.strip()
+            verified = issuer_cli(server.env, workdir, "audit", "verify", timeout=300, check=False)
+            audit = (verified.stdout + verified.stderr).strip()
             ids = [i for level in levels for i in level.ids]
             result: dict[str, Any] = {
                 "server_workers": args.workers,
+                "format": args.format or "default (ldp)",
                 "levels": [level.summary() for level in levels],
                 "batch": batch,
                 "audit": audit,
@@ -438,24 +519,31 @@ def flatten(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             flat[f"{kind}.batch_{rows}_ms_per_row"] = result["batch"]["ms_per_row"]
         flat[f"{kind}.audit_chain_ok"] = result["audit"].startswith("audit log intact")
         flat[f"{kind}.distinct_ids"] = result["distinct_ids"]
+        flat[f"{kind}.machine_was_quiet"] = all(
+            (level.get("other_cpu_cores") or 0) <= NOISE_CORES for level in result["levels"]
+        )
         if result["error_samples"]:
             flat[f"{kind}.error_samples"] = result["error_samples"]
     return flat
 
 
 def print_table(kind: str, result: dict[str, Any]) -> None:
-    print(f"\n{kind}: issue server with {result['server_workers']} worker(s), POST /api/v1/credentials")
+    print(
+        f"\n{kind}: server with {result['server_workers']} worker(s), POST /api/v1/credentials, "
+        f"format {result['format']}"
+    )
     header = (
         f"{'concurrency':>11} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} "
-        f"{'p99 ms':>7} {'max ms':>7} {'client CPU':>10} {'server CPU':>10}"
+        f"{'p99 ms':>7} {'max ms':>7} {'CPU: client':>11} {'server':>6} {'db':>5} {'other':>5}"
     )
     print(header)
     for level in result["levels"]:
-        server_cpu = "" if level["server_cpu_cores"] is None else f"{level['server_cpu_cores']:.2f}"
+        cpu = [level.get(f"{part}_cpu_cores") for part in ("client", "server", "database", "other")]
+        client, server, database, other = ("" if v is None else f"{v:.2f}" for v in cpu)
         print(
             f"{level['concurrency']:>11} {level['requests']:>8} {level['errors']:>6} {level['req_per_s']:>7.1f} "
             f"{level['p50_ms']:>7.1f} {level['p90_ms']:>7.1f} {level['p99_ms']:>7.1f} {level['max_ms']:>7.1f} "
-            f"{level['client_cpu_cores']:>10.2f} {server_cpu:>10}"
+            f"{client:>11} {server:>6} {database:>5} {other:>5}"
         )
     batch = result["batch"]
     if batch:
@@ -464,6 +552,9 @@ def print_table(kind: str, result: dict[str, Any]) -> None:
             f"{batch['ms_per_row']:.2f} ms per row ({batch['rows_per_s']:.0f} rows/s)"
         )
     print(f"{result['audit']}; all credential ids distinct: {result['distinct_ids']}")
+    busy = [lv["concurrency"] for lv in result["levels"] if (lv.get("other_cpu_cores") or 0) > NOISE_CORES]
+    if busy:
+        print(f"WARNING: other processes used over {NOISE_CORES} cores at concurrency {busy}: figures are unreliable")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,6 +566,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="granian worker processes (default 2)")
     parser.add_argument(
         "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50], help="e.g. 1,10,50"
+    )
+    parser.add_argument(
+        "--format",
+        choices=["ldp", "jwt", "both"],
+        help="credential format to ask for (default: none given, i.e. the API's default: Data Integrity only)",
     )
     parser.add_argument("--batch-rows", type=int, default=1000, help="rows in the batch request (0: skip)")
     parser.add_argument("--max-seconds", type=float, default=600, help="time limit per level")
@@ -491,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             results[kind] = bench_database(kind, args, log)
     except BenchError as error:
+        for kind, result in results.items():  # what was measured before the failure
+            print_table(kind, result)
         print(f"BENCHMARK FAILED: {error}", file=sys.stderr)
         return 1
 
@@ -499,15 +597,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         flat = flatten(results)
         flat["requests_per_level"] = args.requests
+        flat["format"] = args.format or "default (ldp)"
         flat["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs"
         flat["python"] = platform.python_version()
+        flat["source"] = source_version()
         print(json.dumps(flat, indent=2))
     else:
         for kind, result in results.items():
             print_table(kind, result)
         print(
-            f"\nclient/server CPU in cores (this machine has {os.cpu_count()}); latency measured by the client "
-            f"around each request; {args.warmup} warm-up requests per level not counted"
+            f"\nCPU in cores used during the level (this machine has {os.cpu_count()}): this client, the server's "
+            "processes, the PostgreSQL backends, and everything else on the machine (should be ~0).\n"
+            f"Latency: measured by the client around each request; {args.warmup} warm-up requests per level not "
+            f"counted. Source {source_version()}, Python {platform.python_version()}."
         )
     if errors or broken:
         print(
