@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,14 +83,11 @@ def migrate(engine: Engine) -> None:
 def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     """One transaction: committed when the block ends normally, rolled back on any exception.
 
-    On SQLite, writers in one process queue on a lock first: SQLite's own busy handler makes waiters sleep and
-    poll (1, 2, 5 ... 100 ms), so under contention a waiter that just missed the lock sleeps while later ones win.
+    SQLite writers first queue on a lock (a thread lock within the process, then an flock on a file beside the
+    database across processes): SQLite's own busy handler makes waiters sleep and poll (1, 2, 5 ... 100 ms), so
+    under contention a waiter that just missed the lock sleeps while later ones win.
     """
-    queue = (
-        _SQLITE_WRITERS.setdefault(engine.url.render_as_string(), threading.RLock())
-        if (write and engine.dialect.name == "sqlite")
-        else contextlib.nullcontext()
-    )
+    queue = _sqlite_writer_queue(engine) if write and engine.dialect.name == "sqlite" else contextlib.nullcontext()
     with queue, Session(writer(engine) if write else engine, expire_on_commit=False) as session:
         try:
             yield session
@@ -99,4 +97,29 @@ def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
             raise
 
 
+@contextmanager
+def _sqlite_writer_queue(engine: Engine) -> Iterator[None]:
+    path = engine.url.database
+    key = engine.url.render_as_string()
+    with _SQLITE_WRITERS.setdefault(key, threading.RLock()):
+        state = _FLOCK_STATE.setdefault(key, [None, 0])
+        if not path or path == ":memory:":
+            yield
+            return
+        if state[1] == 0:  # the outermost writer of this process on this thread takes the file lock
+            handle = open(f"{path}.writers", "a+b")  # noqa: SIM115 (held across the yield)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            state[0] = handle
+        state[1] += 1
+        try:
+            yield
+        finally:
+            state[1] -= 1
+            if state[1] == 0 and state[0] is not None:
+                fcntl.flock(state[0], fcntl.LOCK_UN)
+                state[0].close()
+                state[0] = None
+
+
 _SQLITE_WRITERS: dict[str, threading.RLock] = {}
+_FLOCK_STATE: dict[str, list[Any]] = {}
