@@ -138,6 +138,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"""
 Demo data is ready. Open:
+  verification page      {base}/c/{issued.credential.id}
   credential (JSON-LD)   {base}/credentials/{issued.credential.id}
   issuer DID document    {base}/.well-known/did.json
   JWKS                   {base}/.well-known/jwks.json
