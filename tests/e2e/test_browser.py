@@ -8,15 +8,11 @@ to test-artifacts/.
 
 from __future__ import annotations
 
-import base64
 import copy
 import importlib.util
 import json
 import os
-import secrets
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.served import BIN, running_issuer
 from tests.http_server import LocalServer
 from tests.issuer_kit import TestIssuer
 
@@ -37,7 +34,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-BIN = Path(sys.executable).parent
 XSS_NAME = "<script>alert(1)</script>"
 XSS_DESCRIPTION = 'Escaped <img src=x onerror="alert(2)"> & shown as text.'
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
@@ -47,12 +43,6 @@ if not CHROMIUM.exists():
     if os.environ.get("CI") == "true":
         raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Installation:
@@ -90,43 +80,13 @@ class Installation:
 
 @pytest.fixture(scope="module")
 def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]:
-    home = tmp_path_factory.mktemp("browser-installation")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "ISSUER_BASE_URL": base,
-        "ISSUER_DATABASE_URL": f"sqlite:///{home / 'issuer.db'}",
-        "ISSUER_KEYS_DIR": str(home / "keys"),
-        "ISSUER_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "ISSUER_NAME": "Northwind Institute",
-        "ISSUER_VERIFY_ALLOW_PRIVATE": "true",  # the form verifies our own and a local foreign issuer's credentials
-        "ISSUER_VERIFY_FETCH_TIMEOUT": "3",
-    }
-    subprocess.run([str(BIN / "issuer"), "init"], env=env, capture_output=True, timeout=120, check=True)
-    log = (home / "server.log").open("wb")
-    process = subprocess.Popen(
-        [str(BIN / "issuer"), "serve", "--port", str(port)], env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/.well-known/did.json", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError("server did not start:\n" + (home / "server.log").read_text())
-            time.sleep(0.1)
+    # the form verifies our own and a local foreign issuer's credentials: private addresses allowed
+    home = tmp_path_factory.mktemp("installation")
+    with running_issuer(home, "Northwind Institute", verify_allow_private="true", verify_fetch_timeout="3") as (
+        base,
+        env,
+    ):
         yield Installation(base, env)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import secrets
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.e2e.served import BIN, running_issuer
 
 
 def _run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -34,41 +22,8 @@ def _run(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Comp
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    home = tmp_path_factory.mktemp("installation")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "ISSUER_BASE_URL": base,
-        "ISSUER_DATABASE_URL": f"sqlite:///{home / 'issuer.db'}",
-        "ISSUER_KEYS_DIR": str(home / "keys"),
-        "ISSUER_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-        "ISSUER_NAME": "E2E Academy",
-    }
-    _run(env, "issuer", "init")
-    log = (home / "server.log").open("wb")
-    process = subprocess.Popen(
-        [str(BIN / "issuer"), "serve", "--port", str(port)], env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/.well-known/did.json", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError("server did not start:\n" + (home / "server.log").read_text())
-            time.sleep(0.1)
-        yield base, env
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    with running_issuer(tmp_path_factory.mktemp("installation"), "E2E Academy") as served:
+        yield served
 
 
 def test_issue_over_http_then_verify_with_ob3_verify(server: tuple[str, dict[str, str]]) -> None:
