@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint, column, func, text
 from sqlmodel import Field, SQLModel
 
 
@@ -71,6 +71,11 @@ class Achievement(SQLModel, table=True):
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))  # the OB3 Achievement fields as given
     valid_for_days: int | None = None
     rules: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # issuance rules for LMS events
+    # An uploaded certificate template (HTML with inline CSS, rendered in the Jinja sandbox); none = the default.
+    certificate_template: str | None = Field(default=None, sa_column=Column(Text))
+    # Where its credentials are mirrored: {"credly": {"organization_id", "badge_template_id"},
+    # "accredible": {"group_id"}}; none = not mirrored.
+    mirror: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -99,6 +104,9 @@ class Credential(SQLModel, table=True):
             sqlite_where=text("learner_key IS NOT NULL AND revoked_at IS NULL"),
             postgresql_where=text("learner_key IS NOT NULL AND revoked_at IS NULL"),
         ),
+        # Prerequisite checks and "what does this learner hold" look credentials up by learner and by email.
+        Index("credentials_learner_key", "learner_key"),
+        Index("credentials_recipient_email_lower", func.lower(column("recipient_email"))),
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -118,6 +126,8 @@ class Credential(SQLModel, table=True):
     request_hash: str | None = Field(default=None, max_length=64)
     revoked_at: datetime | None = None
     revocation_reason: str | None = Field(default=None, max_length=1000)
+    # Set on a credential issued anew in place of a revoked one (revocation itself is never undone).
+    replaces_id: str | None = Field(default=None, foreign_key="credentials.id", max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -213,7 +223,10 @@ class CompletionEvent(SQLModel, table=True):
     duplicate delivery finds the first one instead of making a second credential."""
 
     __tablename__ = "completion_events"
-    __table_args__ = (UniqueConstraint("source_id", "external_id", name="one_event_per_delivery"),)
+    __table_args__ = (
+        UniqueConstraint("source_id", "external_id", name="one_event_per_delivery"),
+        Index("completion_events_by_state", "source_id", "state"),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     source_id: str = Field(foreign_key="lms_sources.id", max_length=64)
@@ -239,3 +252,24 @@ class Review(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=200)
     decided_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------- mirrors
+
+
+class Mirror(SQLModel, table=True):
+    """A copy of one of our credentials on Credly or Accredible. Ours stays the source of truth; this row says
+    what the mirror holds: its id there, its state (pending | mirrored | failed | removed) and the last error."""
+
+    __tablename__ = "mirrors"
+    __table_args__ = (UniqueConstraint("credential_id", "service", name="one_mirror_per_service"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    credential_id: str = Field(foreign_key="credentials.id", index=True, max_length=64)
+    service: str = Field(max_length=16)  # credly | accredible
+    external_id: str | None = Field(default=None, max_length=255)
+    state: str = Field(default="pending", max_length=16)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    synced_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -99,12 +99,19 @@ class IssuanceService:
                 return Issued(row)
             except IntegrityError as error:
                 message = str(error.orig).lower()
-                if idempotency_key is not None and "idempotency" in message:
-                    continue  # a concurrent twin with the same key committed first: answer with its credential
+                if idempotency_key is not None and ("idempotency" in message or self._taken(idempotency_key)):
+                    # A concurrent twin with the same key committed first: answer with its credential. (SQLite
+                    # names only the first constraint it trips, which may be the one-per-learner index.)
+                    continue
                 if "status" in message:
                     continue  # that status index was taken a moment ago: draw another and sign again
                 raise
         raise SigningFailed("could not find a free status index; the status list is nearly full")
+
+    def _taken(self, idempotency_key: str) -> bool:
+        with Session(self.engine) as session:
+            found = session.exec(select(Credential.id).where(Credential.idempotency_key == idempotency_key)).first()
+        return found is not None
 
     def _replay(self, existing: Credential, fingerprint: str) -> Issued:
         if existing.request_hash != fingerprint:
