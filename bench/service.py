@@ -366,7 +366,16 @@ class Level:
             "wall_s": round(self.wall_s, 2),
             # CPU in cores (1.0 = one core busy for the whole level); the machine has os.cpu_count() of them.
             **{f"{name}_cpu_cores": value for name, value in self.cpu.items()},
+            # Server CPU per request (server processes, plus the database's backends on PostgreSQL): what sets the
+            # ceiling on this machine, and less disturbed by other work than latency is.
+            "server_cpu_ms_per_request": self.cpu_ms_per_request(),
         }
+
+    def cpu_ms_per_request(self) -> float | None:
+        cores = [self.cpu.get("server"), self.cpu.get("database")]
+        if cores[0] is None or not self.requests:
+            return None
+        return round(sum(c or 0.0 for c in cores) * self.wall_s / self.requests * 1000, 2)
 
 
 class Load:

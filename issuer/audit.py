@@ -28,6 +28,7 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from issuer.db.rows import insert_row
 from issuer.db.tables import AuditRecord, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -160,6 +161,10 @@ def append(
     if session.get_bind().dialect.name == "postgresql":
         _lock_postgres(session)
         record.prev_hash = _latest_hash(session)
+    elif session.connection().get_execution_options().get("sqlite_immediate", False):
+        # BEGIN IMMEDIATE (`session_scope`'s writers): the write lock is held from the start, nobody else can
+        # commit until we do, so the newest record read now stays the newest: read, then insert once.
+        record.prev_hash = _latest_hash(session)
     else:
         # SQLite: write first. The transaction may have begun DEFERRED, where a read takes no lock, so a read-first
         # appender could pick a predecessor that another writer is extending right now. The INSERT takes the write
@@ -173,8 +178,11 @@ def append(
     record.hash = record_hash(
         prev_hash=record.prev_hash, at=moment, actor=actor, action=action, subject=subject, data=clean
     )
-    session.add(record)
-    session.flush()
+    if record.id is None:
+        insert_row(session, record)  # one INSERT, no unit of work: every issuance appends a record
+    else:
+        session.add(record)
+        session.flush()
     return record
 
 

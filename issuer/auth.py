@@ -10,8 +10,8 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlalchemy import Engine, select
+from sqlmodel import Session, col
 
 from .db.tables import ApiKey, utcnow
 from .errors import Forbidden, Unauthorized
@@ -36,6 +36,11 @@ def create_api_key(session: Session, *, name: str, scopes: list[str]) -> tuple[A
     return row, token
 
 
+_API_KEY_COLUMNS = tuple(
+    col(getattr(ApiKey, name)) for name in ("id", "name", "secret_hash", "scopes", "created_at", "revoked_at")
+)
+
+
 def authenticate(engine: Engine, authorization: str | None) -> ApiKey:
     if not authorization or not authorization.startswith("Bearer "):
         raise Unauthorized("send an API key as 'Authorization: Bearer ob3_…'")
@@ -43,8 +48,11 @@ def authenticate(engine: Engine, authorization: str | None) -> ApiKey:
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "ob3":
         raise Unauthorized("the API key is malformed")
-    with Session(engine) as session:
-        row = session.get(ApiKey, parts[1])
+    # Every authenticated request asks: a plain Core query, no ORM session (revocation takes effect at once,
+    # in every process, so nothing is cached).
+    with engine.connect() as connection:
+        found = connection.execute(select(*_API_KEY_COLUMNS).where(col(ApiKey.id) == parts[1])).first()
+    row = ApiKey(**found._mapping) if found is not None else None
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.secret_hash, _hash(token)):
         raise Unauthorized("the API key is unknown or revoked")
     return row

@@ -33,16 +33,23 @@ def installation_jwks(session: Session) -> dict[str, Any]:
 class LocalFetcher:
     """A verifier `Fetcher` that answers for this installation's own URLs from the database and nothing else."""
 
-    def __init__(self, session: Session, settings: Settings, master_key: bytes) -> None:
+    def __init__(
+        self, session: Session, settings: Settings, master_key: bytes, *, preloaded: dict[str, bytes] | None = None
+    ) -> None:
+        """`preloaded` maps paths to bodies already computed from this session's rows (issuance builds the signing
+        issuer's DID document from the key rows it read anyway), so they are not read and built twice."""
         self.session = session
         self.settings = settings
         self.master_key = master_key
         self.netloc = urlsplit(settings.base_url).netloc
+        self.preloaded = preloaded or {}
 
     def __call__(self, url: str, *, accept: str = "application/json") -> bytes:
         parts = urlsplit(url)
         if parts.netloc != self.netloc:
             raise FetchError(f"{url} is not served by this installation")
+        if parts.path in self.preloaded:
+            return self.preloaded[parts.path]
         if parts.path == f"{self.settings.base_path}/.well-known/jwks.json" or parts.path == "/.well-known/jwks.json":
             return json.dumps(installation_jwks(self.session)).encode()
         credentials = f"{self.settings.base_path}/credentials/"

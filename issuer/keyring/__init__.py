@@ -25,6 +25,7 @@ from .store import (
     mark_compromised,
     published_keys,
     rotate,
+    signers_among,
 )
 
 __all__ = [
@@ -50,5 +51,6 @@ __all__ = [
     "mark_compromised",
     "published_keys",
     "rotate",
+    "signers_among",
     "verification_method_id",
 ]

@@ -162,7 +162,15 @@ def active_signers(
     session: Session, issuer: Issuer, master: bytes, *, jwt_algorithms: Sequence[str] = JWT_PREFERENCE
 ) -> IssuerSigners:
     """The issuer's active Ed25519 signer and its first active VC-JWT key in `jwt_algorithms` order."""
-    active = {key.algorithm: key for key in _active_keys(session, issuer.id)}
+    return signers_among(_active_keys(session, issuer.id), issuer, master, jwt_algorithms=jwt_algorithms)
+
+
+def signers_among(
+    keys: Sequence[SigningKey], issuer: Issuer, master: bytes, *, jwt_algorithms: Sequence[str] = JWT_PREFERENCE
+) -> IssuerSigners:
+    """`active_signers` over key rows already read (issuance reads the published keys once for signing and for
+    the DID document it verifies against)."""
+    active = {key.algorithm: key for key in keys if key.status == "active"}
     ed25519 = active.get("Ed25519")
     jwt = next((active[alg] for alg in jwt_algorithms if alg in active), None)
     if ed25519 is None or jwt is None:

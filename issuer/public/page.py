@@ -14,6 +14,7 @@ The page says when the checks ran.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import re
@@ -26,14 +27,16 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
-from sqlmodel import Session, col, select
+from sqlalchemy import Text, cast
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
 from verifier import Status, Verdict, VerificationReport
 
@@ -62,61 +65,85 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
            "November", "December")  # fmt: skip
 
 
-def template_config() -> TemplateConfig[JinjaTemplateEngine]:
-    """Jinja2 over `templates/`, autoescaping every template, failing loudly on an undefined name."""
+@functools.cache
+def environment() -> Environment:
+    """Jinja2 over `templates/`, autoescaping every template, failing loudly on an undefined name (one per
+    process: the pages render through Litestar's engine and, for cached stored pages, directly)."""
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined, trim_blocks=True,
         lstrip_blocks=True, auto_reload=False,
     )  # fmt: skip
     environment.filters["human_date"] = human_date
-    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
+    return environment
+
+
+def template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment()))
 
 
 def render_credential_page(
     services: Services, credential_id: str, *, headers: dict[str, str] | None = None
-) -> Template:
+) -> Response[str]:
     """The verification page of a stored credential (also what `/credentials/{id}` serves for text/html).
 
     Raises NotFound for an unknown id."""
-    row, report, checked_at = verified(services, credential_id)
-    return _report_page(services, report, row, checked_at=checked_at, headers=headers)
+    return Response(
+        _stored_page(services, credential_id), media_type=MediaType.HTML, headers=PAGE_HEADERS | (headers or {})
+    )
 
 
 REPORT_TTL = 60.0  # seconds a report is reused at most, even when nothing it depends on has visibly changed
-_REPORTS: OrderedDict[tuple[str, str, str], tuple[str, float, VerificationReport, datetime]] = OrderedDict()
-_REPORTS_LOCK = threading.Lock()
+_PAGES: OrderedDict[tuple[str, str, str], tuple[str, float, str]] = OrderedDict()
+_PAGES_LOCK = threading.Lock()
+_CACHE_SIZE = 2048
 
 
-def verified(services: Services, credential_id: str) -> tuple[Credential, VerificationReport, datetime]:
-    """(row, report, when the verifier ran) for a stored credential: a cached report while it is still current."""
-    with Session(services.engine) as session:
-        row = session.get(Credential, credential_id)
-        if row is None:
+def _stored_page(services: Services, credential_id: str) -> str:
+    """The page's HTML: rendered from a fresh report, or reused while nothing it shows can have changed.
+
+    What it depends on is read on every request (two indexed queries, the document as stored text, hashed
+    rather than parsed): the document, the name it was issued under, whether there is a JWT, its revocation and
+    the issuer's keys. A change to any of them, in any process, shows at once."""
+    credential = Credential.__table__.c  # type: ignore[attr-defined]
+    with services.engine.connect() as connection:
+        found = connection.execute(
+            sa_select(
+                cast(credential.document, Text), credential.recipient_name, credential.revoked_at,
+                credential.jwt.is_not(None), credential.issuer_id,
+            ).where(credential.id == credential_id)
+        ).first()  # fmt: skip
+        if found is None:
             raise NotFound(f"no credential {credential_id!r}")
-        keys = session.exec(
-            select(SigningKey.id, SigningKey.status)
-            .where(SigningKey.issuer_id == row.issuer_id)
+        document_text, recipient_name, revoked_at, has_jwt, issuer_id = found
+        keys = connection.execute(
+            sa_select(col(SigningKey.id), col(SigningKey.status))
+            .where(col(SigningKey.issuer_id) == issuer_id)
             .order_by(col(SigningKey.id))
         ).all()
-    document = json.dumps(row.document, sort_keys=True, separators=(",", ":"))
-    state = json.dumps([hashlib.sha256(document.encode()).hexdigest(), str(row.revoked_at), [list(k) for k in keys]])
+    state = json.dumps(
+        [hashlib.sha256(document_text.encode()).hexdigest(), recipient_name, str(revoked_at), bool(has_jwt)]
+        + [list(k) for k in keys]
+    )
     key = (services.settings.database_url, services.settings.base_url, credential_id)
     now = time.time()
-    with _REPORTS_LOCK:
-        cached = _REPORTS.get(key)
+    with _PAGES_LOCK:
+        cached = _PAGES.get(key)
         if cached is not None and cached[0] == state and now < cached[1]:
-            _REPORTS.move_to_end(key)
-            return row, cached[2], cached[3]
+            _PAGES.move_to_end(key)
+            return cached[2]
     stored = verify_stored(services, credential_id)
     checked_at = datetime.now(UTC).replace(microsecond=0)
+    html = environment().get_template("credential.html").render(
+        _report_context(services, stored.report, stored.credential, checked_at=checked_at)
+    )
     boundaries = [_date(stored.credential.document.get(name)) for name in ("validFrom", "validUntil")]
     expires = min([now + REPORT_TTL, *(b.timestamp() for b in boundaries if b is not None and b.timestamp() > now)])
-    with _REPORTS_LOCK:
-        _REPORTS[key] = (state, expires, stored.report, checked_at)
-        _REPORTS.move_to_end(key)
-        while len(_REPORTS) > 2048:
-            _REPORTS.popitem(last=False)
-    return stored.credential, stored.report, checked_at
+    with _PAGES_LOCK:
+        _PAGES[key] = (state, expires, html)
+        _PAGES.move_to_end(key)
+        while len(_PAGES) > _CACHE_SIZE:
+            _PAGES.popitem(last=False)
+    return html
 
 
 class PageController(Controller):
@@ -124,7 +151,7 @@ class PageController(Controller):
     include_in_schema = False
 
     @get("/c/{credential_id:str}", sync_to_thread=True)
-    def page(self, credential_id: FromPath[str], services: ServicesDep) -> Template:
+    def page(self, credential_id: FromPath[str], services: ServicesDep) -> Response[str] | Template:
         try:
             return render_credential_page(services, credential_id)
         except NotFound:
@@ -268,6 +295,13 @@ def _report_page(
     checked_at: datetime | None = None,
     headers: dict[str, str] | None = None,
 ) -> Template:
+    context = _report_context(services, report, row, checked_at=checked_at)
+    return Template("credential.html", context=context, headers=PAGE_HEADERS | (headers or {}))
+
+
+def _report_context(
+    services: Services, report: VerificationReport, row: Credential | None, *, checked_at: datetime | None = None
+) -> dict[str, Any]:
     credential = report.credential or {}
     facts = credential_facts(credential, recipient=row.recipient_name if row is not None else None)
     verdict = report.verdict
@@ -290,7 +324,7 @@ def _report_page(
             "pdf": f"{url}/certificate.pdf",
             "baked_png": f"{url}/badge.png",
         }
-    context = _base_context(services) | {
+    return _base_context(services) | {
         "facts": facts,
         "verdict": verdict.value,
         "checks": [c.to_dict() for c in report.checks],
@@ -298,7 +332,6 @@ def _report_page(
         "links": links,
         "form": {"error": None, "field": None, "text": "", "url": ""},
     }
-    return Template("credential.html", context=context, headers=PAGE_HEADERS | (headers or {}))
 
 
 def credential_facts(credential: dict[str, Any], *, recipient: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,28 @@
+"""Inserting a row without the ORM's unit of work, for the hot paths (issuing, auditing).
+
+`session.add` + `flush` spends most of its time in bookkeeping (identity map, change tracking, event hooks) that
+a row written once and never changed in that session does not need; a Core INSERT of the same values costs about
+a third. The row object is still built through the model, so field defaults apply exactly as with `add`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, insert
+from sqlmodel import Session, SQLModel
+
+
+def insert_row(session: Session, row: SQLModel) -> Any:
+    """INSERT `row`'s column values in the session's transaction; returns the new primary key value (also set on
+    an integer `id` the database assigned). The row is not attached to the session."""
+    table: Table = row.__table__  # type: ignore[attr-defined]
+    values = {column.name: getattr(row, column.name) for column in table.columns}
+    autoincrement = [c.name for c in table.primary_key.columns if values.get(c.name) is None]
+    for name in autoincrement:
+        del values[name]
+    result = session.connection().execute(insert(table), values)
+    key = result.inserted_primary_key
+    if autoincrement and key is not None:
+        setattr(row, autoincrement[0], key[0])
+    return key[0] if key is not None else None
