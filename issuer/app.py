@@ -17,7 +17,9 @@ from .db.engine import make_engine, migrate
 from .delivery.artifacts import ArtifactsController, certificate_pdf
 from .delivery.jobs import Worker
 from .delivery.mailer import use_pdf_source
+from .delivery.mirrors.routes import MirrorsController
 from .delivery.routes import JobsController
+from .delivery.templates_routes import CertificateTemplateController
 from .issuance.routes import CredentialsController
 from .issuance.service import IssuanceService
 from .issuers.routes import IssuersController
@@ -64,7 +66,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
             ReviewsController,
             PageController,
             JobsController,
+            MirrorsController,
             ArtifactsController,
+            CertificateTemplateController,
         ],
         template_config=template_config(),
         dependencies={

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -197,6 +197,9 @@ def _whole_seconds(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(microsecond=0)
 
 
+_LOCK = sa_select(func.pg_advisory_xact_lock(_PG_LOCK_KEY), func.current_setting("transaction_isolation"))
+
+
 def _lock_postgres(session: Session) -> None:
     """Serialize appenders until commit/rollback, and make sure the next read sees the newest record.
 
@@ -204,18 +207,22 @@ def _lock_postgres(session: Session) -> None:
     committed by earlier lock holders. Under REPEATABLE READ / SERIALIZABLE the snapshot may predate the lock and
     the chain would fork, so that is refused.
     """
-    statement = select(func.pg_advisory_xact_lock(_PG_LOCK_KEY), func.current_setting("transaction_isolation"))
-    _, isolation = session.exec(statement).one()
+    _, isolation = session.connection().execute(_LOCK).one()
     if isolation != "read committed":
         raise RuntimeError(f"audit.append needs a READ COMMITTED transaction on PostgreSQL, not {isolation!r}")
 
 
+_LATEST = sa_select(col(AuditRecord.hash)).order_by(col(AuditRecord.id).desc()).limit(1)  # built once: hot path
+_LATEST_BEFORE = _LATEST.where(col(AuditRecord.id) < bindparam("before"))
+
+
 def _latest_hash(session: Session, *, before_id: int | None = None) -> str:
-    statement = select(AuditRecord.hash).order_by(col(AuditRecord.id).desc()).limit(1)
-    if before_id is not None:
-        statement = statement.where(col(AuditRecord.id) < before_id)
-    latest = session.exec(statement).first()
-    return GENESIS_HASH if latest is None else latest
+    connection = session.connection()
+    if before_id is None:
+        latest = connection.execute(_LATEST).scalar()
+    else:
+        latest = connection.execute(_LATEST_BEFORE, {"before": before_id}).scalar()
+    return GENESIS_HASH if latest is None else str(latest)
 
 
 def verify_chain(session: Session, *, batch_size: int = 1000) -> ChainReport:

@@ -10,9 +10,10 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlmodel import Session, col
 
+from .db.engine import reader
 from .db.tables import ApiKey, utcnow
 from .errors import Forbidden, Unauthorized
 
@@ -36,9 +37,9 @@ def create_api_key(session: Session, *, name: str, scopes: list[str]) -> tuple[A
     return row, token
 
 
-_API_KEY_COLUMNS = tuple(
-    col(getattr(ApiKey, name)) for name in ("id", "name", "secret_hash", "scopes", "created_at", "revoked_at")
-)
+_API_KEY = select(  # built once: constructing a statement costs more than running this one
+    *(col(getattr(ApiKey, name)) for name in ("id", "name", "secret_hash", "scopes", "created_at", "revoked_at"))
+).where(col(ApiKey.id) == bindparam("key_id"))
 
 
 def authenticate(engine: Engine, authorization: str | None) -> ApiKey:
@@ -50,8 +51,8 @@ def authenticate(engine: Engine, authorization: str | None) -> ApiKey:
         raise Unauthorized("the API key is malformed")
     # Every authenticated request asks: a plain Core query, no ORM session (revocation takes effect at once,
     # in every process, so nothing is cached).
-    with engine.connect() as connection:
-        found = connection.execute(select(*_API_KEY_COLUMNS).where(col(ApiKey.id) == parts[1])).first()
+    with reader(engine).connect() as connection:
+        found = connection.execute(_API_KEY, {"key_id": parts[1]}).first()
     row = ApiKey(**found._mapping) if found is not None else None
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.secret_hash, _hash(token)):
         raise Unauthorized("the API key is unknown or revoked")

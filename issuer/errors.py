@@ -48,6 +48,10 @@ class Conflict(IssuerError):
     status, slug, title = 409, "conflict", "The request conflicts with the current state"
 
 
+class CredentialRevoked(Conflict):
+    slug, title = "credential-revoked", "The credential is revoked"
+
+
 class IdempotencyMismatch(Conflict):
     slug, title = "idempotency-key-reused", "The Idempotency-Key was used with a different request"
 

@@ -51,6 +51,28 @@ class Settings(BaseSettings):
     )
     jobs_batch_size: int = Field(10, ge=1, le=1000, description="jobs claimed per round trip")
 
+    # Mirrors on Credly and Accredible (issuer/mirrors/). Without a token that service is not mirrored to.
+    credly_token: SecretStr | None = Field(None, description="the Credly organization's authorization token")
+    credly_base_url: str = Field("https://sandbox-api.credly.com/v1", description="production: api.credly.com/v1")
+    accredible_api_key: SecretStr | None = Field(None, description="the Accredible API key")
+    accredible_base_url: str = Field(
+        "https://sandbox.api.accredible.com/v1", description="production: https://api.accredible.com/v1 (EU: eu.api…)"
+    )
+    accredible_revoke: Literal["expire", "delete"] = Field(
+        "expire", description="what a revocation does to the Accredible credential (Accredible has no revoke)"
+    )
+    mirror_timeout: float = Field(15.0, gt=0, description="seconds per request to Credly or Accredible")
+
+    @field_validator("credly_base_url", "accredible_base_url")
+    @classmethod
+    def _api_root(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("a mirror base URL must be an http(s) URL without query or fragment")
+        if not parts.path.rstrip("/").endswith("/v1"):
+            raise ValueError("a mirror base URL is the API root, ending in /v1")
+        return value.rstrip("/")
+
     @field_validator("base_url")
     @classmethod
     def _origin(cls, value: str) -> str:
@@ -77,6 +99,8 @@ class Settings(BaseSettings):
                 raise ValueError("in production base_url must be https (did:web requires it)")
             if self.master_key is None and not (self.keys_dir / "master.key").is_file():
                 raise ValueError("in production ISSUER_MASTER_KEY (or keys/master.key) must be given")
+            if any(u.startswith("http://") for u in (self.credly_base_url, self.accredible_base_url)):
+                raise ValueError("in production the Credly and Accredible base URLs must be https (tokens travel)")
             if self.smtp_host and self.smtp_username and self.smtp_security == "none":
                 raise ValueError("in production SMTP credentials must not travel unencrypted: use starttls or tls")
         return self

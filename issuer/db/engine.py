@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,13 @@ def _sqlite_begin(connection: Any) -> None:
 def writer(engine: Engine) -> Engine:
     """The same engine, for transactions that will write (takes SQLite's write lock up front)."""
     return engine.execution_options(sqlite_immediate=True) if engine.dialect.name == "sqlite" else engine
+
+
+@functools.lru_cache(maxsize=64)
+def reader(engine: Engine) -> Engine:
+    """The same engine, for reads that need no transaction: on PostgreSQL each statement runs on its own (no BEGIN
+    and ROLLBACK round trips around a few SELECTs); SQLite reads are cheap either way."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
 
 
 def is_postgres(engine: Engine) -> bool:

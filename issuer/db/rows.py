@@ -7,10 +7,16 @@ a third. The row object is still built through the model, so field defaults appl
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Insert, Table, insert
 from sqlmodel import Session, SQLModel
+
+
+@functools.cache
+def _insert(table: Table) -> Insert:
+    return insert(table)  # built once per table: constructing it costs as much as running it
 
 
 def insert_row(session: Session, row: SQLModel) -> Any:
@@ -21,7 +27,7 @@ def insert_row(session: Session, row: SQLModel) -> Any:
     autoincrement = [c.name for c in table.primary_key.columns if values.get(c.name) is None]
     for name in autoincrement:
         del values[name]
-    result = session.connection().execute(insert(table), values)
+    result = session.connection().execute(_insert(table), values)
     key = result.inserted_primary_key
     if autoincrement and key is not None:
         setattr(row, autoincrement[0], key[0])

@@ -1,9 +1,12 @@
 """Public downloads of a credential as artefacts: `/c/{id}/certificate.pdf`, `/c/{id}/badge.png`, `/c/{id}/badge.svg`.
 
-Each is made from the stored, signed credential on first request and kept in an in-process LRU cache (64 MB)
-keyed by the credential id and a digest of its document, so a re-issue (new proof, new validFrom) renders
-afresh and nothing stale is served. Rendering is deterministic, so several worker processes each holding their
-own copy agree byte for byte, and the ETag (the same digest) lets browsers and proxies revalidate for free.
+Each is made from the stored, signed credential on first request and kept in an in-process LRU cache (64 MB) keyed
+by the credential id and a digest of its document, so a re-issue (new proof, new validFrom) renders afresh and
+nothing stale is served. A certificate's key also names its achievement's certificate template (read from the
+database on every request: one indexed lookup), so uploading, changing or removing the template is seen at once by
+every process; entries for the old template are never hit again and age out of the LRU. Rendering is deterministic,
+so several worker processes each holding their own copy agree byte for byte, and the ETag (the same digest) lets
+browsers and proxies revalidate for free.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ from typing import Annotated, Any, Literal
 from cachetools import LRUCache, TTLCache
 from litestar import Controller, Request, Response, get
 from litestar.params import FromPath, QueryParameter
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from verifier.fetch import HttpFetcher
 
-from ..db.tables import Credential
+from ..db.tables import Achievement, Credential
 from ..errors import NotFound
 from ..services import Services, ServicesDep
 from .baking import MAX_IMAGE_BYTES, BadgeImage, achievement_image, baked_png, baked_svg, png_as_svg
-from .pdf import CertificateError, Paper, render_certificate
+from .pdf import CertificateError, Paper, render_certificate, template_digest
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +88,19 @@ class ArtifactsController(Controller):
         paper: Annotated[Literal["A4", "Letter"], QueryParameter(description="page size, landscape")] = "A4",
     ) -> Response[bytes]:
         """The certificate as PDF/A-3b, with the signed credential embedded as `credential.json`."""
-        row = _stored(services, credential_id)
-        digest = _digest(row)
-        key = ("pdf", row.id, digest, paper)
+        row, template = _stored(services, credential_id, with_template=True)
+        key = _pdf_key(row, paper, template)
         if _not_modified(request, key):
             return _response(b"", key, row, "application/pdf", "pdf", status=304)
-        return _response(certificate_pdf(services, row, paper), key, row, "application/pdf", "pdf")
+        body = CACHE.get_or_make(key, lambda: _render_pdf(services, row, paper, template))
+        return _response(body, key, row, "application/pdf", "pdf")
 
     @get("/c/{credential_id:str}/badge.png", sync_to_thread=True)
     def badge_png(
         self, credential_id: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """The achievement's image as PNG with the credential baked in (OB 3.0 iTXt `openbadgecredential`)."""
-        row = _stored(services, credential_id)
+        row, _ = _stored(services, credential_id)
         key = ("png", row.id, _digest(row))
         if _not_modified(request, key):
             return _response(b"", key, row, "image/png", "png", status=304)
@@ -109,7 +112,7 @@ class ArtifactsController(Controller):
         self, credential_id: FromPath[str], services: ServicesDep, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """The achievement's image as SVG with the credential baked in (`<openbadges:credential>`)."""
-        row = _stored(services, credential_id)
+        row, _ = _stored(services, credential_id)
         key = ("svg", row.id, _digest(row))
         if _not_modified(request, key):
             return _response(b"", key, row, "image/svg+xml", "svg", status=304, extra=_SVG_HEADERS)
@@ -121,23 +124,48 @@ class ArtifactsController(Controller):
 
 
 def certificate_pdf(services: Services, row: Credential, paper: Paper = "A4") -> bytes:
-    """The certificate of a stored credential, from the cache when it is there (also the mailer's PDF source:
-    `mailer.use_pdf_source(certificate_pdf)`)."""
-    return CACHE.get_or_make(("pdf", row.id, _digest(row), paper), lambda: _render_pdf(services, row, paper))
+    """The certificate of a stored credential, with its achievement's template, from the cache when it is there
+    (also the mailer's PDF source: `mailer.use_pdf_source(certificate_pdf)`)."""
+    template = certificate_template(services, row.achievement_id)
+    return CACHE.get_or_make(_pdf_key(row, paper, template), lambda: _render_pdf(services, row, paper, template))
 
 
-def _render_pdf(services: Services, row: Credential, paper: Paper) -> tuple[bytes, bool]:
+def certificate_template(services: Services, achievement_id: str) -> str | None:
+    """The achievement's uploaded certificate template, or None for the default."""
+    with Session(services.engine) as session:
+        return session.exec(select(Achievement.certificate_template).where(Achievement.id == achievement_id)).first()
+
+
+def _pdf_key(row: Credential, paper: Paper, template: str | None) -> tuple[str, ...]:
+    return ("pdf", row.id, _digest(row), paper, template_digest(template))
+
+
+def _render_pdf(services: Services, row: Credential, paper: Paper, template: str | None) -> tuple[bytes, bool]:
+    """The achievement's template with the issuer's logo; when that fails (a template that passed its check with
+    the sample credential but overflows one page for this learner, a logo the fetcher refuses), the same without
+    the logo, then the default template: a certificate is always made, and the fallback is logged."""
     verify_url = f"{services.settings.base_url}/c/{row.id}"
     issuer = row.document.get("issuer")
     logo, complete = _image(services, issuer.get("image") if isinstance(issuer, dict) else None)
-    try:
-        pdf = render_certificate(row.document, verify_url=verify_url, paper=paper, logo=logo.data if logo else None)
-    except CertificateError as error:
-        if logo is None:
-            raise
-        log.warning("certificate for %s rendered without the issuer's logo: %s", row.id, error)
-        pdf = render_certificate(row.document, verify_url=verify_url, paper=paper)
-    return pdf, complete
+    tries: list[tuple[str | None, BadgeImage | None]] = []
+    for candidate in ((template, logo), (template, None), (None, logo), (None, None)):
+        if candidate not in tries:
+            tries.append(candidate)
+    for number, (use, image) in enumerate(tries, start=1):
+        try:
+            pdf = render_certificate(
+                row.document, verify_url=verify_url, paper=paper, template=use, logo=image.data if image else None
+            )
+        except CertificateError as error:
+            if number == len(tries):
+                raise
+            what = ("the achievement's template" if use is not None else "the default template") + (
+                " with the logo" if image else ""
+            )
+            log.warning("certificate for %s failed with %s; trying without: %s", row.id, what, error)
+            continue
+        return pdf, complete
+    raise AssertionError("unreachable: the last try returns or raises")  # pragma: no cover
 
 
 def _bake(services: Services, row: Credential, kind: Literal["png", "svg"]) -> tuple[bytes, bool]:
@@ -199,12 +227,21 @@ def _image(services: Services, image: object) -> tuple[BadgeImage | None, bool]:
 # ------------------------------------------------------------------------------------------------ plumbing
 
 
-def _stored(services: Services, credential_id: str) -> Credential:
+def _stored(services: Services, credential_id: str, *, with_template: bool = False) -> tuple[Credential, str | None]:
+    """The credential, and (when asked) its achievement's certificate template, in one round trip."""
     with Session(services.engine) as session:
-        row = session.get(Credential, credential_id)
+        if with_template:
+            found = session.exec(
+                select(Credential, Achievement.certificate_template)
+                .join(Achievement, col(Achievement.id) == col(Credential.achievement_id))
+                .where(Credential.id == credential_id)
+            ).first()
+            row, template = found if found is not None else (None, None)
+        else:
+            row, template = session.get(Credential, credential_id), None
     if row is None:
         raise NotFound(f"no credential {credential_id!r}")
-    return row
+    return row, template
 
 
 def _achievement(document: dict[str, Any]) -> dict[str, Any]:

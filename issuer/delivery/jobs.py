@@ -60,13 +60,30 @@ BACKOFF_BASE = 30.0  # seconds before the first retry; doubled per attempt
 BACKOFF_CAP = 3600.0  # never wait longer than this between attempts
 MAX_ERROR_CHARS = 500
 NOTIFY_CHANNEL = "issuer_jobs"
-HANDLER_MODULES = ["issuer.delivery.mailer", "issuer.webhooks.service", "issuer.webhooks.talentlms"]
+HANDLER_MODULES = [
+    "issuer.delivery.mailer",
+    "issuer.delivery.reminders",
+    "issuer.delivery.declines",
+    "issuer.webhooks.service",
+    "issuer.webhooks.talentlms",
+    "issuer.delivery.mirrors.service",
+]
 """Modules whose import registers handlers; `load_handlers` imports them (lazily: they import this module)."""
 
 
 class PermanentJobError(Exception):
     """Raised by a handler when trying again cannot help (a refused recipient, a 4xx from a mirror): the job is
     dead-lettered at once. Its message becomes `last_error`: keep it short and free of secrets."""
+
+
+class RetryLater(Exception):
+    """Raised by a handler when the other side said when to come back (HTTP 429/503 with `Retry-After`): the job
+    goes back to `pending`, due no earlier than `seconds` from now instead of after the usual backoff. It still
+    counts as an attempt, so a server that never stops saying "later" ends in the dead letter like any failure."""
+
+    def __init__(self, seconds: float, message: str) -> None:
+        super().__init__(message)
+        self.seconds = max(0.0, seconds)
 
 
 class LeaseLost(Exception):
@@ -288,7 +305,8 @@ def run_one(
             values |= {"state": "failed", "finished_at": now, "locked_by": None, "locked_until": None}
             log.error("job %s (%s) failed for good after %d attempt(s): %s", job.id, job.kind, job.attempts, error)
         else:
-            values |= {"state": "pending", "run_after": now + backoff(job.attempts), "locked_by": None}
+            wait = timedelta(seconds=error.seconds) if isinstance(error, RetryLater) else backoff(job.attempts)
+            values |= {"state": "pending", "run_after": now + wait, "locked_by": None}
             values["locked_until"] = None
             log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempts, error, exc_info=True)
         state = "failed" if dead else "pending"

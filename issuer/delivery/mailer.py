@@ -3,7 +3,9 @@
 Templates: `templates/email/credential_issued.{subject.txt,txt,html}` (Jinja2; the HTML autoescapes, so a learner
 called `<script>` stays text). An issuer gets its own wording by adding `<issuer_id>/credential_issued.*`; with
 `ISSUER_EMAIL_TEMPLATES_DIR` set, that folder is searched first (same layout), so operators never edit the
-package. Lookup order: custom/<issuer>/, built-in/<issuer>/, custom/, built-in/.
+package. Lookup order: custom/<issuer>/, built-in/<issuer>/, custom/, built-in/. The other learner emails
+(`reminders.py`: renewal_reminder.*, `declines.py`: completion_declined.*) render and send through the same
+functions here (`render`, `build_message`, `send_once`), so they share the lookup, the escaping and the protocol.
 
 Exactly once, as far as SMTP allows. SMTP has no transactions: the server takes the message when it answers 250
 to the end of DATA, and a crash between that answer and our commit cannot be told apart from a crash just
@@ -34,7 +36,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,12 +120,15 @@ def _environment(custom: Path | None) -> Environment:
     )
 
 
-def render(context: Mapping[str, Any], *, issuer_id: str, templates_dir: Path | None = None) -> RenderedEmail:
-    """The subject, plain text and HTML for one credential, from the issuer's templates where it has them."""
+def render(
+    context: Mapping[str, Any], *, issuer_id: str, templates_dir: Path | None = None, template: str = TEMPLATE
+) -> RenderedEmail:
+    """The subject, plain text and HTML of one email (`template`: credential_issued, renewal_reminder,
+    completion_declined), from the issuer's templates where it has them."""
     environment = _environment(templates_dir)
 
     def one(suffix: str) -> str:
-        name = f"{TEMPLATE}.{suffix}"
+        name = f"{template}.{suffix}"
         return environment.select_template([f"{issuer_id}/{name}", name]).render(context)
 
     subject = " ".join(one("subject.txt").split())  # one line: a header cannot hold a newline
@@ -146,9 +151,9 @@ def email_context(settings: Settings, credential: Credential, issuer: Issuer, *,
         "achievement_description": achievement.get("description"),
         "criteria": (achievement.get("criteria") or {}).get("narrative"),
         "issuer_name": issuer_name,
-        "issuer_url": issuer.url if _is_web(issuer.url) else None,
+        "issuer_url": issuer.url if is_web(issuer.url) else None,
         "issuer_email": issuer.email,  # also the Reply-To
-        "issuer_logo": issuer.image if _is_web(issuer.image) else None,
+        "issuer_logo": issuer.image if is_web(issuer.image) else None,
         "issued_on": _day(credential.valid_from),
         "expires_on": _day(credential.valid_until) if credential.valid_until else None,
         "verify_url": page,
@@ -159,7 +164,7 @@ def email_context(settings: Settings, credential: Credential, issuer: Issuer, *,
     }
 
 
-def _is_web(url: str | None) -> bool:
+def is_web(url: str | None) -> bool:
     return bool(url) and str(url).startswith(("https://", "http://"))
 
 
@@ -219,7 +224,7 @@ def smtp_connection(settings: Settings, *, ssl_context: ssl.SSLContext | None = 
     if not settings.smtp_host:
         raise MailError("email is not configured (ISSUER_SMTP_HOST is unset)")
     host, port, timeout = settings.smtp_host, settings.smtp_port, settings.smtp_timeout
-    context = ssl_context or ssl.create_default_context()
+    context = ssl_context or _default_ssl_context()
     try:
         if settings.smtp_security == "tls":
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
@@ -244,6 +249,13 @@ def smtp_connection(settings: Settings, *, ssl_context: ssl.SSLContext | None = 
             smtp.quit()
         except (smtplib.SMTPException, OSError):
             smtp.close()
+
+
+@cache
+def _default_ssl_context() -> ssl.SSLContext:
+    """One verifying client context per process: building one loads the CA bundle (~20 ms), and a context is
+    safe to share between threads for client connections."""
+    return ssl.create_default_context()
 
 
 def deliver(smtp: smtplib.SMTP, message: EmailMessage) -> None:
@@ -286,8 +298,7 @@ def send_credential_email(ctx: JobContext) -> dict[str, Any] | None:
         return None  # an earlier attempt sent it and recorded so; it was cut off before finishing the job
     services = ctx.services
     settings = services.settings
-    if not settings.smtp_host or not settings.smtp_from:
-        raise MailError("email is not configured (ISSUER_SMTP_HOST is unset)")
+    sender = require_email(settings)
     with Session(services.engine) as session:
         credential = session.get(Credential, ctx.job.payload["credential_id"])
         issuer = session.get(Issuer, credential.issuer_id) if credential is not None else None
@@ -310,12 +321,28 @@ def send_credential_email(ctx: JobContext) -> dict[str, Any] | None:
         issuer_id=credential.issuer_id,
         templates_dir=settings.email_templates_dir,
     )
-    mid = message_id(ctx.job.dedupe_key, settings.smtp_from)
+    mid = message_id(ctx.job.dedupe_key, sender)
     message = build_message(
-        sender=settings.smtp_from, to_address=credential.recipient_email, to_name=credential.recipient_name,
+        sender=sender, to_address=credential.recipient_email, to_name=credential.recipient_name,
         rendered=rendered, message_id=mid, date=ctx.clock(), reply_to=issuer.email, pdf=pdf,
         pdf_filename=_filename(str(credential.document.get("name") or "certificate"), credential.id),
     )  # fmt: skip
+    send_once(ctx, settings, message, mid, pdf_attached=bool(pdf))
+    if pdf_error:
+        return {"pdf_error": pdf_error}
+    return None
+
+
+def require_email(settings: Settings) -> str:
+    """The From address; MailError (retried: an operator may configure it) when email is not configured."""
+    if not settings.smtp_host or not settings.smtp_from:
+        raise MailError("email is not configured (ISSUER_SMTP_HOST is unset)")
+    return settings.smtp_from
+
+
+def send_once(ctx: JobContext, settings: Settings, message: EmailMessage, mid: str, **recorded: Any) -> None:
+    """Hand `message` over within the job's exactly-once protocol (the module docstring): commit `sending`, send,
+    commit `sent` (with `recorded`) before QUIT. Every email job sends through here, after checking `sent`."""
     in_doubt = bool(ctx.result.get("sending") or ctx.result.get("in_doubt"))
     with smtp_connection(settings) as smtp:
         ctx.checkpoint(message_id=mid, sending=True, in_doubt=in_doubt)
@@ -324,10 +351,7 @@ def send_credential_email(ctx: JobContext) -> dict[str, Any] | None:
         except (MailRefused, MailRejected):
             ctx.result["sending"] = False  # the server said no: this attempt certainly did not deliver it
             raise
-        ctx.checkpoint(sending=False, sent=True, sent_at=ctx.clock().isoformat(), pdf_attached=bool(pdf))
-    if pdf_error:
-        return {"pdf_error": pdf_error}
-    return None
+        ctx.checkpoint(sending=False, sent=True, sent_at=ctx.clock().isoformat(), **recorded)
 
 
 def _filename(name: str, credential_id: str) -> str:

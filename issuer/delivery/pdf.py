@@ -317,6 +317,10 @@ def render_certificate(
             html = render_sandboxed(compiled, context)
         except TemplateError as error:
             raise CertificateError(f"the template failed: {error}") from None
+        except Exception as error:  # `{{ 1 / 0 }}`, `{{ 'a' + 1 }}`: the uploaded template's fault, not ours
+            if template is None:
+                raise
+            raise CertificateError(f"the template failed: {type(error).__name__}: {error}") from None
         with engine.lock:
             document = _layout(engine, html, stylesheets, hints=template is not None)
             if template is None and attempt < len(tries) and not _fits(document):
@@ -352,6 +356,19 @@ SAMPLE_CREDENTIAL: dict[str, Any] = {
         },
     },
 }
+
+
+def default_template_source() -> str:
+    """The default template as one self-contained document (its stylesheet inlined): what `GET …/certificate-
+    template` shows for an achievement without its own, and a starting point for writing one."""
+    html = (TEMPLATES / "default.html").read_text("utf-8")
+    css = (TEMPLATES / "default.css").read_text("utf-8")
+    return html.replace("</head>", f"<style>\n{css}</style>\n</head>", 1)
+
+
+def template_digest(template: str | None) -> str:
+    """Names a template in cache keys and ETags: "default", or the first 32 hex digits of its SHA-256."""
+    return "default" if template is None else hashlib.sha256(template.encode("utf-8")).hexdigest()[:32]
 
 
 def check_template(template: str) -> None:

@@ -16,11 +16,12 @@ from sqlmodel import Session
 from ..auth import require
 from ..db.engine import session_scope
 from ..db.tables import Credential
+from ..delivery import mirrors
 from ..errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
 from ..services import ActorDep, ServicesDep
 from ..status.service import revoke
 from .credential import timestamp
-from .schemas import IssueRequest, RevokeRequest
+from .schemas import IssueRequest, ReissueRequest, RevokeRequest
 
 CSV_COLUMNS = ("achievement_id", "email", "name", "did", "valid_until", "idempotency_key")
 
@@ -101,8 +102,22 @@ class CredentialsController(Controller):
         return {"issued": issued, "failed": len(results) - issued, "results": results}
 
     @post("/{credential_id:str}/reissue", guards=[require("issue")], sync_to_thread=True, status_code=200)
-    def reissue(self, credential_id: FromPath[str], services: ServicesDep, actor: ActorDep) -> dict[str, Any]:
-        return credential_view(services, services.issuance.reissue(credential_id, actor=actor))
+    def reissue(
+        self,
+        credential_id: FromPath[str],
+        services: ServicesDep,
+        actor: ActorDep,
+        data: JSONBody[ReissueRequest | None] = None,
+    ) -> Response[dict[str, Any]]:
+        """Re-sign in place (optionally renewing `valid_until`); for a revoked credential, only with
+        `replace_revoked`, which answers 201 with the new credential that replaces it."""
+        options = data or ReissueRequest()
+        issued = services.issuance.reissue(
+            credential_id, actor=actor, valid_until=options.valid_until, replace_revoked=options.replace_revoked
+        )
+        row = issued.credential
+        view = credential_view(services, row) | ({"replaces": row.replaces_id} if row.replaces_id else {})
+        return Response(view, status_code=201 if row.id != credential_id and not issued.replayed else 200)
 
     @post("/{credential_id:str}/revoke", guards=[require("admin")], sync_to_thread=True, status_code=200)
     def revoke(
@@ -119,7 +134,7 @@ class CredentialsController(Controller):
             row = session.get(Credential, credential_id)
         if row is None:
             raise NotFound(f"no credential {credential_id!r}")
-        return credential_view(services, row)
+        return credential_view(services, row) | {"mirrors": mirrors.views(services.engine, row.id)}
 
 
 def parse_batch(raw: bytes, content_type: str, max_rows: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -6,9 +6,11 @@ names the data point it used and says in a sentence what it saw, so a reviewer (
 is missing) reads the same reason the machine acted on.
 
 Where the machine should not be sure, it holds: a score within the review margin of its threshold, a data point
-the platform did not send, too little time on task (time tracking misses offline study), an identity that looks
-wrong, or a criterion marked as needing human judgement. It declines only on facts: a failed assessment, too
-little attendance, named modules not completed, a prerequisite not held.
+a rule needs that the platform did not report (None: "not reported" is never read as zero or as "none completed";
+the reason names the missing data point), too little time on task (time tracking misses offline study), an
+identity that looks wrong, or a criterion marked as needing human judgement. It declines only on facts: a failed
+assessment, too little attendance, named modules not completed (a reported list without them), a prerequisite
+not held.
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ def decide(
         "score": event.score,
         "time_spent_minutes": event.time_spent_minutes,
         "attendance_percent": event.attendance_percent,
-        "modules_completed": list(event.modules_completed),
+        "modules_completed": None if event.modules_completed is None else list(event.modules_completed),
         "completed_at": event.completed_at.isoformat(),
         "email_present": bool(event.email),
         "name_present": bool(event.name),
@@ -245,7 +247,7 @@ def _score(event: CompletionEvent, rules: AchievementRules) -> list[Finding]:
         return []
     got = event.score
     if got is None:
-        return [Finding("score", "review", f"a score of at least {_n(need)} is required but none was sent", None, need)]
+        return [_not_reported("score", f"the score (at least {_n(need)} is required)", need)]
     if abs(got - need) < rules.review_margin:
         side = "just above" if got >= need else "just below"
         return [
@@ -269,11 +271,7 @@ def _time(event: CompletionEvent, rules: AchievementRules) -> list[Finding]:
         return []
     got = event.time_spent_minutes
     if got is None:
-        return [
-            Finding(
-                "time", "review", f"at least {_n(need)} minutes on task are required but none were sent", None, need
-            )
-        ]
+        return [_not_reported("time", f"the time on task (at least {_n(need)} minutes are required)", need)]
     if got < need:
         return [
             Finding(
@@ -293,7 +291,7 @@ def _attendance(event: CompletionEvent, rules: AchievementRules) -> list[Finding
         return []
     got = event.attendance_percent
     if got is None:
-        return [Finding("attendance", "review", f"attendance of {_n(need)}% is required but none was sent", None, need)]
+        return [_not_reported("attendance", f"the attendance (at least {_n(need)}% is required)", need)]
     if got < need:
         return [Finding("attendance", "unmet", f"attendance {_n(got)}%, at least {_n(need)}% needed", got, need)]
     return [Finding("attendance", "met", f"attendance {_n(got)}% (at least {_n(need)}%)", got, need)]
@@ -303,14 +301,9 @@ def _modules(event: CompletionEvent, rules: AchievementRules) -> list[Finding]:
     required = list(dict.fromkeys(rules.required_modules))
     if not required:
         return []
-    done = set(event.modules_completed)
-    if not done:
-        # The contract cannot tell "none completed" from "not reported": a person looks.
-        return [
-            Finding(
-                "modules", "review", "required modules are set but the platform reported none completed", [], required
-            )
-        ]
+    if event.modules_completed is None:
+        return [_not_reported("modules", f"which modules were completed (required: {', '.join(required)})", required)]
+    done = set(event.modules_completed)  # reported, possibly empty: an empty list means none was completed
     missing = [m for m in required if m not in done]
     if missing:
         return [Finding("modules", "unmet", f"modules not completed: {', '.join(missing)}", sorted(done), required)]
@@ -333,6 +326,11 @@ def _judgement(rules: AchievementRules) -> list[Finding]:
         return []
     criteria = "; ".join(rules.human_judgement)
     return [Finding("judgement", "review", f"needs human judgement: {criteria}", None, list(rules.human_judgement))]
+
+
+def _not_reported(criterion: str, what: str, required: Any) -> Finding:
+    """A rule needs a data point the platform did not report: a person decides, told which one is missing."""
+    return Finding(criterion, "review", f"not reported by the platform: {what}", None, required)
 
 
 def _n(value: float) -> str:

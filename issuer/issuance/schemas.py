@@ -59,5 +59,14 @@ class IssueRequest(_Strict):
     format: Format | None = None
 
 
+class ReissueRequest(_Strict):
+    """Re-issue: the same credential, newly signed. `valid_until` renews it (also an expired one). A revoked
+    credential cannot come back (its status bit stays set): `replace_revoked` issues a new credential, with a new
+    id and status entry, in its place."""
+
+    valid_until: AwareDatetime | None = None
+    replace_revoked: bool = False
+
+
 class RevokeRequest(_Strict):
     reason: LongText = Field(max_length=1000)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -24,19 +24,33 @@ from verifier.suites import eddsa_rdfc_2022, vc_jwt
 
 from .. import audit
 from ..achievements.schemas import to_ob3
-from ..db.engine import session_scope
-from ..db.tables import Achievement, Credential, Issuer, StatusList, utcnow
-from ..delivery import mailer
-from ..errors import Conflict, IdempotencyMismatch, IssuerError, NotFound, SigningFailed, ValidationFailed
-from ..keyring import active_signers
-from ..profiles import profile_of
+from ..db.engine import reader, session_scope
+from ..db.rows import insert_row
+from ..db.tables import Achievement, Credential, Issuer, utcnow
+from ..delivery import mailer, mirrors, reminders
+from ..errors import (
+    Conflict,
+    CredentialRevoked,
+    IdempotencyMismatch,
+    IssuerError,
+    NotFound,
+    SigningFailed,
+    ValidationFailed,
+)
+from ..keyring import SigningMaterial, signing_material
+from ..profiles import did_document_path, profile_of
 from ..publication import LocalFetcher
 from ..settings import Settings
+from ..status.allocation import OpenList, StatusListChooser
 from .credential import Recipient, build_credential, status_entry, timestamp
 from .schemas import IssueRequest
 
-STATUS_LIST_SIZE = 131_072
 _INDEX_ATTEMPTS = 32
+_ACHIEVEMENT_AND_ISSUER = (  # built once: constructing the statement costs more than running it
+    select(Achievement, Issuer)
+    .join(Issuer, col(Issuer.id) == col(Achievement.issuer_id))
+    .where(col(Achievement.id) == bindparam("achievement"))
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,7 @@ class IssuanceService:
         self.settings = settings
         self.master_key = master_key
         self.clock = clock
+        self.status_lists = StatusListChooser(engine)
 
     # ------------------------------------------------------------------------------------------ one credential
 
@@ -92,10 +107,11 @@ class IssuanceService:
             )
             try:
                 with session_scope(self.engine) as session:
-                    session.add(row)
-                    session.flush()
+                    insert_row(session, row)
                     audit.append(session, actor=actor, action="credential.issued", subject=row.id, data=audit_data)
                     mailer.enqueue_credential_email(session, self.settings, row)  # none when email is off
+                    mirrors.enqueue(session, self.settings, row, action="issue")  # none unless mapped and configured
+                    reminders.enqueue_renewal_reminders(session, self.settings, row)  # none without validUntil
                 return Issued(row)
             except IntegrityError as error:
                 message = str(error.orig).lower()
@@ -121,17 +137,19 @@ class IssuanceService:
     def _prepare(
         self, request: IssueRequest, *, idempotency_key: str | None, fingerprint: str, learner_key: str | None
     ) -> tuple[Credential, dict[str, Any]]:
-        """The signed, self-verified credential row to insert, and its audit data. Reads only."""
-        status_list = self._open_status_list(request.achievement_id)
-        with Session(self.engine) as session:
-            achievement = session.get(Achievement, request.achievement_id)
-            if achievement is None:
+        """The signed, self-verified credential row to insert, and its audit data. Reads only (and opens a status
+        list when the current one is half full). Three queries: achievement with issuer, the issuer's published
+        keys (signers and the DID document to verify against), and, now and then, the current status list."""
+        with Session(reader(self.engine)) as session:
+            found = session.exec(_ACHIEVEMENT_AND_ISSUER, params={"achievement": request.achievement_id}).first()
+            if found is None:
                 raise ValidationFailed(
                     f"achievement_id {request.achievement_id!r} does not exist",
                     errors=[{"field": "achievement_id", "message": "no such achievement"}],
                 )
-            issuer = session.get(Issuer, achievement.issuer_id)
-            assert issuer is not None
+            achievement, issuer = found
+            keys = signing_material(session, issuer, self.master_key)
+            status_list = self.status_lists.current(session, issuer.id) or self.status_lists.open(issuer.id)
             now = self.clock()
             valid_until = request.valid_until
             if valid_until is None and achievement.valid_for_days:
@@ -161,7 +179,7 @@ class IssuanceService:
                 results=[r.model_dump(exclude_none=True) for r in request.results or []],
                 evidence=[e.model_dump(exclude_none=True) for e in request.evidence or []],
             )
-            document, token = self._sign(session, issuer, unsigned, wanted, now)
+            document, token = self._sign(session, issuer, keys, unsigned, wanted, now)
         row = Credential(
             id=credential_id,
             issuer_id=issuer.id,
@@ -171,7 +189,7 @@ class IssuanceService:
             recipient_did=recipient.did,
             document=document,
             jwt=token,
-            status_list_id=status_list.id,  # type: ignore[arg-type]
+            status_list_id=status_list.id,
             status_index=index,
             valid_from=now,
             valid_until=valid_until,
@@ -190,9 +208,17 @@ class IssuanceService:
         return row, audit_data
 
     def _sign(
-        self, session: Session, issuer: Issuer, unsigned: dict[str, Any], wanted: str, now: datetime
+        self,
+        session: Session,
+        issuer: Issuer,
+        keys: SigningMaterial,
+        unsigned: dict[str, Any],
+        wanted: str,
+        now: datetime,
     ) -> tuple[dict[str, Any], str | None]:
-        signers = active_signers(session, issuer, self.master_key)
+        """Sign, then verify the result as any verifier would: against the DID document built from the very key
+        rows the signers came from (what this installation publishes at that moment), with strict keys."""
+        signers = keys.signers
         document = eddsa_rdfc_2022.sign(unsigned, signers.ed25519, created=now)
         token = (
             vc_jwt.sign_jwt(document, signers.jwt_key, kid=signers.jwt_kid, alg=signers.jwt_alg)
@@ -201,7 +227,12 @@ class IssuanceService:
         )
         options = VerifyOptions(
             now=now,
-            fetcher=LocalFetcher(session, self.settings, self.master_key),
+            fetcher=LocalFetcher(
+                session,
+                self.settings,
+                self.master_key,
+                preloaded={did_document_path(self.settings, issuer): keys.did_document},
+            ),
             allow_http_loopback=True,
             check_status=False,
             strict_keys=True,
@@ -215,66 +246,145 @@ class IssuanceService:
                 raise SigningFailed(f"the {label} credential did not verify: {failed.id}: {failed.detail}")
         return document, token
 
-    def _open_status_list(self, achievement_id: str) -> StatusList:
-        """The issuer's current list, or a new one once it is half full (random draws stay cheap, collisions rare).
-
-        Opening a list is its own short write; two processes opening one at once just make two lists."""
-        with Session(self.engine) as session:
-            achievement = session.get(Achievement, achievement_id)
-            if achievement is None:
-                raise ValidationFailed(
-                    f"achievement_id {achievement_id!r} does not exist",
-                    errors=[{"field": "achievement_id", "message": "no such achievement"}],
-                )
-            issuer_id = achievement.issuer_id
-            current = session.exec(
-                select(StatusList).where(StatusList.issuer_id == issuer_id).order_by(col(StatusList.id).desc())
-            ).first()
-            if current is not None:
-                used = session.exec(select(func.count()).where(Credential.status_list_id == current.id)).one()
-                if used < current.size // 2:
-                    return current
-        with session_scope(self.engine) as session:
-            fresh = StatusList(issuer_id=issuer_id, size=STATUS_LIST_SIZE)
-            session.add(fresh)
-            session.flush()
-            return fresh
-
-    def reissue(self, credential_id: str, *, actor: str) -> Credential:
+    def reissue(
+        self, credential_id: str, *, actor: str, valid_until: datetime | None = None, replace_revoked: bool = False
+    ) -> Issued:
         """Same id, status entry, recipient and results; the issuer's and achievement's current wording; a new
-        validFrom (OB 3.0: the newer validFrom wins) with the first award kept as awardedDate; a fresh proof."""
+        validFrom (OB 3.0: the newer validFrom wins) with the first award kept as awardedDate; a fresh proof.
+        `valid_until` renews it. A revoked credential is refused unless `replace_revoked` (see `replace`)."""
+        now = self.clock()
+        if valid_until is not None and valid_until <= now:
+            raise ValidationFailed(
+                "valid_until must be in the future",
+                errors=[{"field": "valid_until", "message": "must be in the future"}],
+            )
+        with Session(reader(self.engine)) as session:
+            current = session.get(Credential, credential_id)
+        if current is None:
+            raise NotFound(f"no credential {credential_id!r}")
+        if current.revoked_at is not None and replace_revoked:
+            return self.replace(current, actor=actor, valid_until=valid_until)
         with session_scope(self.engine) as session:
             row = session.get(Credential, credential_id)
-            if row is None:
-                raise NotFound(f"no credential {credential_id!r}")
+            assert row is not None  # credentials are never deleted
             if row.revoked_at is not None:
-                raise Conflict("this credential is revoked; re-issuing it is refused")
-            if row.valid_until is not None and row.valid_until <= self.clock():
-                raise Conflict("this credential has expired; issue a new one with a new valid_until")
+                raise CredentialRevoked(
+                    "this credential is revoked, and revocation cannot be undone (its status list bit stays set); "
+                    'send {"replace_revoked": true} to issue a new credential in its place'
+                )
+            if valid_until is None and row.valid_until is not None and row.valid_until <= now:
+                raise Conflict("this credential has expired; send a new valid_until to renew it")
             issuer = session.get(Issuer, row.issuer_id)
             achievement = session.get(Achievement, row.achievement_id)
             assert issuer is not None and achievement is not None
-            now = self.clock()
-            document = {k: v for k, v in row.document.items() if k != "proof"}
-            document["awardedDate"] = document.get("awardedDate") or document["validFrom"]
-            document["validFrom"] = timestamp(now)
-            document["issuer"] = profile_of(issuer)
-            document["credentialSubject"] = {
-                **document["credentialSubject"],
-                "achievement": to_ob3(self.achievement_url(achievement.id), achievement.data),
-            }
-            document["name"] = achievement.data["name"]
-            signed, token = self._sign(session, issuer, document, "both" if row.jwt else "ldp", now)
+            document = self._refreshed(row.document, issuer, achievement, now, valid_until or row.valid_until)
+            keys = signing_material(session, issuer, self.master_key)
+            signed, token = self._sign(session, issuer, keys, document, "both" if row.jwt else "ldp", now)
             row.document, row.jwt, row.valid_from, row.updated_at = signed, token, now, now
+            row.valid_until = valid_until or row.valid_until
             session.add(row)
             audit.append(
                 session,
                 actor=actor,
                 action="credential.reissued",
                 subject=row.id,
-                data={"valid_from": timestamp(now), "achievement": achievement.id},
+                data={
+                    "valid_from": timestamp(now),
+                    "valid_until": timestamp(row.valid_until) if row.valid_until else None,
+                    "achievement": achievement.id,
+                },
             )
-            return row
+            reminders.enqueue_renewal_reminders(session, self.settings, row)  # a new validUntil: new ones
+            mirrors.enqueue(session, self.settings, row, action="reissue")  # the mirrors follow (expiry too)
+            return Issued(row)
+
+    def replace(self, revoked: Credential, *, actor: str, valid_until: datetime | None = None) -> Issued:
+        """A new credential (new id, new status entry) in place of a revoked one, for the same recipient, results
+        and evidence; `replaces_id` links them and the revoked one stays revoked. Replacing the same credential
+        again answers with the first replacement (its idempotency key is derived from the revoked id)."""
+        key = f"replaces:{revoked.id}"
+        for _attempt in range(_INDEX_ATTEMPTS):
+            with Session(reader(self.engine)) as session:
+                existing = session.exec(select(Credential).where(Credential.idempotency_key == key)).first()
+                if existing is not None:
+                    return Issued(existing, replayed=True)
+                issuer = session.get(Issuer, revoked.issuer_id)
+                achievement = session.get(Achievement, revoked.achievement_id)
+                assert issuer is not None and achievement is not None
+                now = self.clock()
+                until = valid_until or (
+                    revoked.valid_until if revoked.valid_until and revoked.valid_until > now else None
+                )
+                if until is None and achievement.valid_for_days:
+                    until = now + timedelta(days=achievement.valid_for_days)
+                status_list = self.status_lists.current(session, issuer.id) or self.status_lists.open(issuer.id)
+                index = secrets.randbelow(status_list.size)
+                credential_id = str(uuid.uuid4())
+                document = self._refreshed(revoked.document, issuer, achievement, now, until)
+                document["id"] = self.credential_url(credential_id)
+                document["credentialStatus"] = status_entry(self.status_list_url(status_list), index)
+                keys = signing_material(session, issuer, self.master_key)
+                signed, token = self._sign(session, issuer, keys, document, "both" if revoked.jwt else "ldp", now)
+            row = Credential(
+                id=credential_id,
+                issuer_id=issuer.id,
+                achievement_id=achievement.id,
+                learner_key=revoked.learner_key,
+                recipient_name=revoked.recipient_name,
+                recipient_email=revoked.recipient_email,
+                recipient_did=revoked.recipient_did,
+                document=signed,
+                jwt=token,
+                status_list_id=status_list.id,
+                status_index=index,
+                valid_from=now,
+                valid_until=until,
+                idempotency_key=key,
+                request_hash=None,
+                replaces_id=revoked.id,
+            )
+            try:
+                with session_scope(self.engine) as session:
+                    insert_row(session, row)
+                    audit.append(
+                        session,
+                        actor=actor,
+                        action="credential.replaced",
+                        subject=row.id,
+                        data={"replaces": revoked.id, "status_list": status_list.id, "status_index": index},
+                    )
+                    mailer.enqueue_credential_email(session, self.settings, row)
+                    reminders.enqueue_renewal_reminders(session, self.settings, row)
+                    mirrors.enqueue(session, self.settings, row, action="issue")
+                return Issued(row)
+            except IntegrityError as error:
+                if "status" in str(error.orig).lower() or self._taken(key):
+                    continue  # index taken (draw again) or a concurrent replacement won (answer with it)
+                raise
+        raise SigningFailed("could not find a free status index; the status list is nearly full")
+
+    def _refreshed(
+        self,
+        document: dict[str, Any],
+        issuer: Issuer,
+        achievement: Achievement,
+        now: datetime,
+        valid_until: datetime | None,
+    ) -> dict[str, Any]:
+        """The unsigned document of a re-issue: current issuer and achievement wording, a new validFrom, the first
+        award kept as awardedDate, the given validUntil."""
+        refreshed = {k: v for k, v in document.items() if k not in ("proof", "validUntil")}
+        refreshed["awardedDate"] = refreshed.get("awardedDate") or refreshed["validFrom"]
+        refreshed["validFrom"] = timestamp(now)
+        if valid_until is not None:
+            refreshed["validUntil"] = timestamp(valid_until)
+        refreshed["issuer"] = profile_of(issuer)
+        refreshed["credentialSubject"] = {
+            **refreshed["credentialSubject"],
+            "achievement": to_ob3(self.achievement_url(achievement.id), achievement.data),
+        }
+        refreshed["name"] = achievement.data["name"]
+        return refreshed
 
     # ------------------------------------------------------------------------------------------ many
 
@@ -304,7 +414,7 @@ class IssuanceService:
     def achievement_url(self, achievement_id: str) -> str:
         return f"{self.settings.base_url}/achievements/{achievement_id}"
 
-    def status_list_url(self, status_list: StatusList) -> str:
+    def status_list_url(self, status_list: OpenList) -> str:
         return f"{self.settings.base_url}/status/{status_list.id}"
 
 

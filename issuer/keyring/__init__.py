@@ -17,6 +17,7 @@ from .store import (
     COMPROMISE_WARNING,
     IssuerSigners,
     NoActiveKey,
+    SigningMaterial,
     UnknownKey,
     active_key,
     active_signers,
@@ -26,6 +27,7 @@ from .store import (
     published_keys,
     rotate,
     signers_among,
+    signing_material,
 )
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "KeyringError",
     "MasterKeyError",
     "NoActiveKey",
+    "SigningMaterial",
     "UnknownKey",
     "active_key",
     "active_signers",
@@ -52,5 +55,6 @@ __all__ = [
     "published_keys",
     "rotate",
     "signers_among",
+    "signing_material",
     "verification_method_id",
 ]

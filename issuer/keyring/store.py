@@ -11,11 +11,14 @@ credential it signed stops verifying (COMPROMISE_WARNING says so to whoever asks
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from issuer.db.tables import Issuer, SigningKey, utcnow
@@ -31,7 +34,7 @@ from .crypto import (
     import_ed25519_signer,
     import_jwt_key,
 )
-from .did import verification_method_id
+from .did import did_document, verification_method_id
 
 COMPROMISE_WARNING = (
     "A compromised key is withdrawn from the issuer's DID document and JWKS: every credential it signed (Data "
@@ -39,6 +42,7 @@ COMPROMISE_WARNING = (
     "re-issue the affected credentials with it. Use `rotate` instead when the key was not exposed."
 )
 DEFAULT_ALGORITHMS = ("Ed25519", "RS256")
+PUBLISHED = ("active", "retired")  # in the DID document and JWKS; compromised keys are withdrawn
 JWT_PREFERENCE = ("RS256", "ES256")  # RS256 is OB 3.0's mandatory minimum; ES256 when an issuer has only that
 
 
@@ -124,7 +128,7 @@ def published_keys(session: Session, issuer_id: str) -> list[SigningKey]:
     return list(
         session.exec(
             select(SigningKey)
-            .where(SigningKey.issuer_id == issuer_id, col(SigningKey.status).in_(("active", "retired")))
+            .where(SigningKey.issuer_id == issuer_id, col(SigningKey.status).in_(PUBLISHED))
             # created_at has whole seconds: within one second a retired key predates its successor
             .order_by(
                 col(SigningKey.created_at),
@@ -182,6 +186,43 @@ def signers_among(
     return IssuerSigners(signer, jwt_key, verification_method_id(issuer.did, jwt), jwt.algorithm)
 
 
+@dataclass(frozen=True)
+class SigningMaterial:
+    """What issuing one credential needs from the keyring: the signers, and the DID document (as published, JSON)
+    to verify the result against before it is stored."""
+
+    signers: IssuerSigners
+    did_document: bytes = field(repr=False)
+
+
+def signing_material(session: Session, issuer: Issuer, master: bytes) -> SigningMaterial:
+    """The issuer's `SigningMaterial`, from one small query on the hot path.
+
+    A key row's material never changes after it is created (rotation and compromise make new rows and change only
+    `status`), so the published set's ids and statuses determine everything built from it: that listing is read
+    every time (a change in any process shows at once) and what it determines is reused."""
+    rows = session.connection().execute(_LISTING, {"issuer": issuer.id})
+    listing = tuple(sorted((str(key_id), str(status)) for key_id, status in rows))
+    cache_key = (issuer.did, listing, master)
+    with _cache_lock:
+        hit = _material.get(cache_key)
+        if hit is not None:
+            _material.move_to_end(cache_key)
+            return hit
+    keys = published_keys(session, issuer.id)
+    material = SigningMaterial(signers_among(keys, issuer, master), json.dumps(did_document(issuer.did, keys)).encode())
+    with _cache_lock:
+        _material[cache_key] = material
+        while len(_material) > _CACHE_SIZE:
+            _material.popitem(last=False)
+    return material
+
+
+# Built once: constructing a statement costs more than running this one.
+_LISTING = sa_select(col(SigningKey.id), col(SigningKey.status)).where(
+    col(SigningKey.issuer_id) == bindparam("issuer"), col(SigningKey.status).in_(PUBLISHED)
+)
+
 # Issuance asks for the signers of every credential. Decrypt + import takes ~0.03 ms (RSA validation is skipped,
 # see import_jwt_key), but a freshly loaded 3072-bit key's first signature costs ~1.2 ms against ~0.7 ms warm,
 # and a validated load would cost ~90 ms. Entries are keyed by the sealed blob too, so a hit can only return
@@ -189,12 +230,14 @@ def signers_among(
 _CACHE_SIZE = 64
 _cache: OrderedDict[tuple[str, str, bytes], Ed25519Signer | JwtKey] = OrderedDict()
 _cache_lock = threading.Lock()
+_material: OrderedDict[tuple[str, tuple[tuple[str, str], ...], bytes], SigningMaterial] = OrderedDict()
 
 
 def clear_signer_cache() -> None:
     """Drop every decrypted key held in this process."""
     with _cache_lock:
         _cache.clear()
+        _material.clear()
 
 
 def _cached(issuer_did: str, key: SigningKey, master: bytes) -> Ed25519Signer | JwtKey:

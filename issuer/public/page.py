@@ -34,12 +34,13 @@ from litestar.params import FromPath, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
-from sqlalchemy import Text, cast
+from sqlalchemy import Text, bindparam, cast
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
 from verifier import Status, Verdict, VerificationReport
 
+from ..db.engine import reader
 from ..db.tables import Credential, SigningKey
 from ..delivery.linkedin import add_to_profile_url
 from ..delivery.qr import qr_png, qr_svg
@@ -98,28 +99,30 @@ _PAGES_LOCK = threading.Lock()
 _CACHE_SIZE = 2048
 
 
+_CREDENTIAL = Credential.__table__.c  # type: ignore[attr-defined]
+_PAGE_STATE = sa_select(  # statements built once: constructing them costs more than running them
+    cast(_CREDENTIAL.document, Text), _CREDENTIAL.recipient_name, _CREDENTIAL.revoked_at,
+    _CREDENTIAL.jwt.is_not(None), _CREDENTIAL.issuer_id,
+).where(_CREDENTIAL.id == bindparam("credential"))  # fmt: skip
+_KEY_STATES = (
+    sa_select(col(SigningKey.id), col(SigningKey.status))
+    .where(col(SigningKey.issuer_id) == bindparam("issuer"))
+    .order_by(col(SigningKey.id))
+)
+
+
 def _stored_page(services: Services, credential_id: str) -> str:
     """The page's HTML: rendered from a fresh report, or reused while nothing it shows can have changed.
 
     What it depends on is read on every request (two indexed queries, the document as stored text, hashed
     rather than parsed): the document, the name it was issued under, whether there is a JWT, its revocation and
     the issuer's keys. A change to any of them, in any process, shows at once."""
-    credential = Credential.__table__.c  # type: ignore[attr-defined]
-    with services.engine.connect() as connection:
-        found = connection.execute(
-            sa_select(
-                cast(credential.document, Text), credential.recipient_name, credential.revoked_at,
-                credential.jwt.is_not(None), credential.issuer_id,
-            ).where(credential.id == credential_id)
-        ).first()  # fmt: skip
+    with reader(services.engine).connect() as connection:
+        found = connection.execute(_PAGE_STATE, {"credential": credential_id}).first()
         if found is None:
             raise NotFound(f"no credential {credential_id!r}")
         document_text, recipient_name, revoked_at, has_jwt, issuer_id = found
-        keys = connection.execute(
-            sa_select(col(SigningKey.id), col(SigningKey.status))
-            .where(col(SigningKey.issuer_id) == issuer_id)
-            .order_by(col(SigningKey.id))
-        ).all()
+        keys = connection.execute(_KEY_STATES, {"issuer": issuer_id}).all()
     state = json.dumps(
         [hashlib.sha256(document_text.encode()).hexdigest(), recipient_name, str(revoked_at), bool(has_jwt)]
         + [list(k) for k in keys]
@@ -133,8 +136,10 @@ def _stored_page(services: Services, credential_id: str) -> str:
             return cached[2]
     stored = verify_stored(services, credential_id)
     checked_at = datetime.now(UTC).replace(microsecond=0)
-    html = environment().get_template("credential.html").render(
-        _report_context(services, stored.report, stored.credential, checked_at=checked_at)
+    html = (
+        environment()
+        .get_template("credential.html")
+        .render(_report_context(services, stored.report, stored.credential, checked_at=checked_at))
     )
     boundaries = [_date(stored.credential.document.get(name)) for name in ("validFrom", "validUntil")]
     expires = min([now + REPORT_TTL, *(b.timestamp() for b in boundaries if b is not None and b.timestamp() > now)])

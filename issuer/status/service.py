@@ -21,6 +21,7 @@ from verifier.suites import eddsa_rdfc_2022
 
 from .. import audit
 from ..db.tables import Credential, Issuer, StatusList, utcnow
+from ..delivery import mirrors
 from ..errors import NotFound
 from ..issuance.credential import timestamp
 from ..keyring import active_key, active_signers
@@ -113,4 +114,5 @@ def revoke(session: Session, credential_id: str, *, reason: str, actor: str) -> 
         subject=row.id,
         data={"reason": reason, "status_list": row.status_list_id, "status_index": row.status_index},
     )
+    mirrors.enqueue(session, None, row, action="revoke")  # its mirrors are revoked too, with the reason
     return row, True

@@ -11,6 +11,10 @@ from typing import Any
 class CompletionEvent:
     """A learner completed a course. Fields the platform does not send stay None.
 
+    None means "the platform did not report it", never zero or empty: a score of 0, no time on task, or an empty
+    `modules_completed` tuple are things the platform said. The rules hold a completion for review when a data
+    point they need is None, and decide on it when it was reported.
+
     `external_id` identifies the delivery's *event* on the platform (its event/webhook id, or a stable digest of
     learner + course + completion time when the platform has none), so a re-delivery is recognised.
     """
@@ -26,18 +30,19 @@ class CompletionEvent:
     score: float | None = None  # percent, 0-100
     time_spent_minutes: float | None = None
     attendance_percent: float | None = None
-    modules_completed: tuple[str, ...] = ()
+    modules_completed: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["completed_at"] = self.completed_at.isoformat()
-        data["modules_completed"] = list(self.modules_completed)
+        data["modules_completed"] = None if self.modules_completed is None else list(self.modules_completed)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CompletionEvent:
         values = dict(data)
         values["completed_at"] = datetime.fromisoformat(values["completed_at"])
-        values["modules_completed"] = tuple(values.get("modules_completed") or ())
+        modules = values.get("modules_completed")
+        values["modules_completed"] = None if modules is None else tuple(modules)
         return cls(**values)

@@ -18,6 +18,7 @@ from ..auth import require
 from ..db.engine import session_scope
 from ..db.tables import Achievement, Review, utcnow
 from ..db.tables import CompletionEvent as EventRow
+from ..delivery import declines
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..issuance.credential import timestamp
 from ..issuance.rules import AchievementRules
@@ -198,5 +199,6 @@ def reject(services: Services, review_id: str, reason: str, *, actor: str) -> di
             subject=review_id,
             data={"event": row.id, "achievement": review.achievement_id, "reason": reason},
         )
+        declines.enqueue_decline_email(session, services.settings, row.id, row.event)  # the learner is told why
     with Session(services.engine) as session:
         return review_view(services, *_load(session, review_id))

@@ -28,8 +28,9 @@ from ..errors import Conflict, NotFound, ValidationFailed
 from ..issuance.credential import timestamp
 from ..services import ActorDep, Services, ServicesDep
 from ..validation import ShortText, Slug
+from . import inline
 from .adapters import Inbound, Unauthenticated, adapter_for, registry
-from .service import accept, event_view, open_secrets, seal_secrets, source_of
+from .service import accept, event_view, mapping_of, open_secrets, requeue_unmapped, seal_secrets, source_of
 from .talentlms import interval_of, schedule
 
 log = logging.getLogger("issuer.webhooks")
@@ -39,6 +40,7 @@ PLATFORMS = ("moodle", "canvas", "teachable", "thinkific", "docebo", "openedx", 
 Platform = Literal["moodle", "canvas", "teachable", "thinkific", "docebo", "openedx", "generic", "talentlms"]
 Secret = Annotated[str, Field(min_length=16, max_length=512)]
 NEEDS_SECRET = ("moodle", "teachable", "thinkific", "docebo", "openedx", "generic")
+EventState = Literal["received", "issued", "held", "declined", "ignored", "unmapped", "failed"]
 
 
 # --------------------------------------------------------------------------------------------- deliveries
@@ -74,7 +76,16 @@ def receive(services: Services, source_id: str, inbound: Inbound) -> Response[di
         raise
     if not parsed.events:
         return Response({"status": "ignored", "reason": parsed.ignored}, status_code=200)
-    accepted = accept(services, parsed.events)
+    now = inline.admit(services, len(parsed.events))  # decide here, right after the 202, when this process may
+    try:
+        accepted = accept(services, parsed.events, defer=inline.GRACE if now else None)
+    except BaseException:
+        if now:
+            inline.release(len(parsed.events))
+        raise
+    if now:
+        inline.release(sum(1 for a in accepted if a.duplicate))
+        inline.submit(services, [a.event_id for a in accepted if not a.duplicate])
     fresh = any(not a.duplicate for a in accepted)
     first = accepted[0].event_id
     body = {
@@ -283,8 +294,11 @@ class LmsController(Controller):
     def create_mapping(
         self, source_id: FromPath[str], data: JSONBody[MappingIn], services: ServicesDep, actor: ActorDep
     ) -> dict[str, Any]:
+        """The mapping, and `requeued_events`: the ids of the events of this course that were waiting for it
+        (state `unmapped`), now queued to be decided, in the same transaction."""
         try:
             with session_scope(services.engine) as session:
+                mapping_of(session, source_id, data.course_id, lock="update")  # orders this against parking
                 _source(session, source_id)
                 if session.get(Achievement, data.achievement_id) is None:
                     raise ValidationFailed(
@@ -301,7 +315,8 @@ class LmsController(Controller):
                     subject=source_id,
                     data={"course": row.course_id, "achievement": row.achievement_id},
                 )
-                return mapping_view(row)
+                requeued = requeue_unmapped(session, row, actor=actor)
+                return mapping_view(row) | {"requeued_events": requeued}
         except IntegrityError:
             raise Conflict(f"course {data.course_id!r} is already mapped on source {source_id!r}") from None
 
@@ -329,7 +344,7 @@ class LmsController(Controller):
         self,
         services: ServicesDep,
         source_id: FromQuery[str | None] = None,
-        event_state: Annotated[str | None, QueryParameter(name="state")] = None,
+        event_state: Annotated[EventState | None, QueryParameter(name="state")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> dict[str, Any]:

@@ -4,9 +4,11 @@
 in one transaction and returns at once (the platform gets its 202 within milliseconds). A re-delivery hits the
 unique (source, external id) constraint and gets the first event's id back.
 
-`handle` is the job: map the course to an achievement, enrich from the LMS API where the adapter can, decide
-with the pure rules, then issue, hold for review or decline, and audit the decision. It may run twice (a retried
-job, two workers), so every step is idempotent: the credential's idempotency key is the event id, the learner
+`handle` is the job (run at once in the receiving process by `inline.py` where it may, the job then being the
+safety net): map the course to an achievement (no mapping: the event waits as `unmapped` until
+`requeue_unmapped`), enrich from the LMS API where the adapter can, decide with the pure rules, then issue, hold
+for review or decline, and audit the decision. It may run twice (a retried job, two workers, the inline attempt
+and its job), so every step is idempotent: the credential's idempotency key is the event id, the learner
 key (one active credential per learner and achievement) is a unique index, and the event's decision is written
 only while it is still `received`.
 """
@@ -18,17 +20,19 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, null, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from .. import audit
 from ..db.engine import session_scope
-from ..db.tables import Achievement, CourseMapping, Credential, LmsSource, Review, utcnow
+from ..db.tables import Achievement, CourseMapping, Credential, Job, LmsSource, Review, utcnow
 from ..db.tables import CompletionEvent as EventRow
+from ..delivery import declines
 from ..delivery.jobs import JobContext, enqueue, register
 from ..errors import Conflict, NotFound
 from ..issuance.credential import timestamp
@@ -84,8 +88,11 @@ def source_of(master: bytes, row: LmsSource) -> Source:
 # --------------------------------------------------------------------------------------------- intake
 
 
-def accept(services: Services, events: tuple[CompletionEvent, ...]) -> list[Accepted]:
-    """Store each event with its job, in one transaction; a known (source, external id) answers its first id."""
+def accept(
+    services: Services, events: tuple[CompletionEvent, ...], *, defer: timedelta | None = None
+) -> list[Accepted]:
+    """Store each event with its job, in one transaction; a known (source, external id) answers its first id.
+    `defer`: the job becomes due that much later (the event is being decided inline; the job is the safety net)."""
     results: list[Accepted] = []
     with session_scope(services.engine) as session:
         for event in events:
@@ -112,6 +119,7 @@ def accept(services: Services, events: tuple[CompletionEvent, ...]) -> list[Acce
                 subject=row.id,
                 dedupe_key=f"completion:{row.id}",
                 payload={"event_id": row.id},
+                run_after=None if defer is None else utcnow() + defer,
             )
             results.append(Accepted(row.id, duplicate=False))
     return results
@@ -158,9 +166,14 @@ def handle(services: Services, event_id: str) -> str:
         ).first()
     assert source_row is not None
     event = CompletionEvent.from_json(row.event)
-    if mapping is None:
-        reason = f"course {event.course_id!r} is not mapped to an achievement on source {row.source_id!r}"
-        return conclude(services, row, None, "ignored", {"outcome": "ignored", "reason": reason})
+    if mapping is None:  # parked, not lost: creating the mapping re-queues it (`requeue_unmapped`)
+        reason = (
+            f"course {event.course_id!r} is not mapped to an achievement on source {row.source_id!r}; "
+            "the event waits and is decided when the mapping is created"
+        )
+        decision = {"outcome": "unmapped", "reason": reason, "course_id": event.course_id}
+        state = conclude(services, row, None, "unmapped", decision, unless_mapped=event.course_id)
+        return handle(services, event_id) if state == "received" else state  # mapped meanwhile: decide now
     source = source_of(services.master_key, source_row)
     adapter = registry().get(source.platform)  # pollers (TalentLMS) have no adapter: their rows are complete
     enriched = adapter.enrich(event, source) if adapter is not None else event  # LmsApiError: the job retries
@@ -303,20 +316,30 @@ def conclude(
     *,
     credential_id: str | None = None,
     review_for: str | None = None,
+    unless_mapped: str | None = None,
 ) -> str:
     """Write the decision once (only while the event is still `received`), with its review and audit record.
-    `event`, when given, replaces the stored one: it carries what enrichment added, for the reviewer."""
+    `event`, when given, replaces the stored one: it carries what enrichment added, for the reviewer.
+    `unless_mapped` (a course id): write nothing and return `received` if that course has a mapping by now."""
     now = utcnow()
     values: dict[str, Any] = {"state": state, "decision": decision, "credential_id": credential_id, "decided_at": now}
     if event is not None:
         values["event"] = event.to_json()
     with session_scope(services.engine) as session:
+        if unless_mapped is not None and mapping_of(session, row.source_id, unless_mapped, lock="share") is not None:
+            return "received"
         changed = session.exec(
             update(EventRow).where(col(EventRow.id) == row.id, col(EventRow.state) == "received").values(**values)
         ).rowcount
         if changed != 1:  # another run decided first: its decision stands
             current = session.get(EventRow, row.id)
             return current.state if current is not None else state
+        # Decided inline (webhooks/inline.py): the event's safety-net job, still waiting, has nothing left to do.
+        session.exec(
+            update(Job)
+            .where(col(Job.dedupe_key) == f"completion:{row.id}", col(Job.state) == "pending")
+            .values(state="succeeded", result={"state": state, "inline": True}, finished_at=now, updated_at=now)
+        )
         review_id = None
         if review_for is not None:
             review_id = str(uuid.uuid4())
@@ -329,8 +352,60 @@ def conclude(
             subject=row.id,
             data=audit_summary(decision) | {"source": row.source_id, "credential": credential_id, "review": review_id},
         )
+        if state == "declined":  # the learner is told what is missing, once per event (email permitting)
+            declines.enqueue_decline_email(session, services.settings, row.id, values.get("event") or row.event)
     log.info("completion %s from %s: %s", row.id, row.source_id, state)
     return state
+
+
+def mapping_of(session: Session, source_id: str, course_id: str, *, lock: str | None = None) -> CourseMapping | None:
+    """The course's mapping on the source. `lock` orders parking against mapping: the parker takes the source row
+    FOR SHARE, `requeue_unmapped` FOR NO KEY UPDATE, so on PostgreSQL one waits for the other and an event is never
+    parked after the mapping's re-queue looked (SQLite: every writer already holds the one write lock)."""
+    if lock is not None:
+        locked = select(LmsSource.id).where(LmsSource.id == source_id)
+        share = lock == "share"  # FOR SHARE, else FOR NO KEY UPDATE (which lets FK checks of new events pass)
+        session.exec(locked.with_for_update(read=share, key_share=not share)).first()
+    return session.exec(
+        select(CourseMapping).where(CourseMapping.source_id == source_id, CourseMapping.course_id == course_id)
+    ).first()
+
+
+def requeue_unmapped(session: Session, mapping: CourseMapping, *, actor: str) -> list[str]:
+    """Inside the transaction creating `mapping`: every event of its source and course parked as `unmapped` goes
+    back to `received` with a fresh `process_completion` job (each event once: the state flip is conditional, the
+    job's dedupe key names the mapping), and an audit record each. Returns their ids."""
+    course = col(EventRow.event)["course_id"].as_string()
+    parked = session.exec(
+        select(EventRow.id).where(
+            col(EventRow.source_id) == mapping.source_id, col(EventRow.state) == "unmapped", course == mapping.course_id
+        )
+    ).all()
+    requeued = []
+    for event_id in parked:
+        flipped = session.exec(
+            update(EventRow)
+            .where(col(EventRow.id) == event_id, col(EventRow.state) == "unmapped")
+            .values(state="received", decision=null(), decided_at=None)
+        ).rowcount
+        if flipped != 1:
+            continue
+        enqueue(
+            session,
+            kind=JOB_KIND,
+            subject=event_id,
+            dedupe_key=f"completion:{event_id}:mapping:{mapping.id}",
+            payload={"event_id": event_id},
+        )
+        audit.append(
+            session,
+            actor=actor,
+            action="lms.requeued",
+            subject=event_id,
+            data={"source": mapping.source_id, "course": mapping.course_id, "achievement": mapping.achievement_id},
+        )
+        requeued.append(event_id)
+    return requeued
 
 
 def audit_summary(decision: dict[str, Any]) -> dict[str, Any]:

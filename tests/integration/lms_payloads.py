@@ -44,7 +44,7 @@ class Learner:
     score: float | None = None
     time_spent_minutes: float | None = None
     attendance_percent: float | None = None
-    modules: tuple[str, ...] = ()
+    modules: tuple[str, ...] | None = None  # None: the field is left out of the payload (not reported)
     at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -256,7 +256,7 @@ def openedx(who: Learner, *, secret: str = SECRET, raw: bytes | None = None, pre
 
 
 def generic(who: Learner, *, secret: str = WHSEC, raw: bytes | None = None) -> Delivery:
-    data = {
+    data: dict[str, Any] = {
         "type": "course.completed",
         "data": {
             "learner": {"id": who.id, "email": who.email, "name": who.name},
@@ -265,9 +265,10 @@ def generic(who: Learner, *, secret: str = WHSEC, raw: bytes | None = None) -> D
             "score": who.score,
             "time_spent_minutes": who.time_spent_minutes,
             "attendance_percent": who.attendance_percent,
-            "modules_completed": list(who.modules),
         },
     }
+    if who.modules is not None:
+        data["data"]["modules_completed"] = list(who.modules)
     body = raw if raw is not None else _json(data)
     sent = str(int(who.at.timestamp()))
     key = base64.b64decode(secret.removeprefix("whsec_"))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from litestar.testing import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from issuer import audit
+from issuer.db.engine import session_scope
 from issuer.db.tables import AuditRecord, Credential
 from issuer.services import Services
 from verifier import VerifyOptions, verify_credential
@@ -287,6 +288,56 @@ def test_reissue_keeps_the_id_and_bumps_valid_from(
     problem(client.post("/api/v1/credentials/nope/reissue", headers=admin), 404, "not-found")
 
 
+def test_reissue_with_a_new_valid_until_renews_even_an_expired_credential(
+    client: TestClient[Any], admin: dict[str, str], achievement_id: str, services: Services
+) -> None:
+    first = _issue(client, admin, achievement_id).json()
+    with session_scope(services.engine) as session:  # it expired yesterday
+        row = session.get(Credential, first["id"])
+        assert row is not None
+        row.valid_until = datetime.now(UTC) - timedelta(days=1)
+        session.add(row)
+    problem(client.post(f"/api/v1/credentials/{first['id']}/reissue", headers=admin), 409, "conflict")
+    past = {"valid_until": "2020-01-01T00:00:00Z"}
+    problem(client.post(f"/api/v1/credentials/{first['id']}/reissue", headers=admin, json=past), 422, "validation")
+    until = (datetime.now(UTC) + timedelta(days=365)).replace(microsecond=0)
+    renewed = client.post(
+        f"/api/v1/credentials/{first['id']}/reissue", headers=admin, json={"valid_until": until.isoformat()}
+    )
+    assert renewed.status_code == 200, renewed.text
+    body = renewed.json()
+    assert body["id"] == first["id"] and body["valid_until"] == until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert body["credential"]["validUntil"] == body["valid_until"]
+    assert _verify(client, body["credential"]).verdict.value == "valid"
+
+
+def test_a_revoked_credential_is_replaced_only_when_asked(
+    client: TestClient[Any], admin: dict[str, str], achievement_id: str, services: Services
+) -> None:
+    first = _issue(client, admin, achievement_id, format="both").json()
+    client.post(f"/api/v1/credentials/{first['id']}/revoke", headers=admin, json={"reason": "wrong score"})
+    problem(client.post(f"/api/v1/credentials/{first['id']}/reissue", headers=admin), 409, "credential-revoked")
+
+    replaced = client.post(f"/api/v1/credentials/{first['id']}/reissue", headers=admin, json={"replace_revoked": True})
+    assert replaced.status_code == 201, replaced.text
+    body = replaced.json()
+    assert body["id"] != first["id"] and body["replaces"] == first["id"] and not body["revoked"]
+    new, old = body["credential"], first["credential"]
+    assert new["credentialStatus"]["statusListIndex"] != old["credentialStatus"]["statusListIndex"] or (
+        new["credentialStatus"]["statusListCredential"] != old["credentialStatus"]["statusListCredential"]
+    )
+    assert new["credentialSubject"]["identifier"] == old["credentialSubject"]["identifier"]
+    assert new["awardedDate"] == old["validFrom"]
+    assert _verify(client, new).verdict.value == "valid" and _verify(client, body["jwt"]).verdict.value == "valid"
+    assert _verify(client, old).verdict.value == "revoked"  # revocation is never undone
+
+    again = client.post(f"/api/v1/credentials/{first['id']}/reissue", headers=admin, json={"replace_revoked": True})
+    assert again.status_code == 200 and again.json()["id"] == body["id"]  # one replacement, however often asked
+    with Session(services.engine) as session:
+        actions = session.exec(select(AuditRecord.action).where(AuditRecord.subject == body["id"])).all()
+    assert actions == ["credential.replaced"]
+
+
 def test_issuer_profiles_have_their_own_did(client: TestClient[Any], admin: dict[str, str]) -> None:
     created = client.post(
         "/api/v1/issuers",
@@ -366,7 +417,10 @@ def test_revocation_reaches_verifiers_and_the_list_is_cacheable(
     for form in (issued["credential"], issued["jwt"]):
         report = _verify(client, form)
         assert report.verdict.value == "revoked", report.to_dict()["checks"]
-    problem(client.post(f"/api/v1/credentials/{issued['id']}/reissue", headers=admin), 409, "conflict")
+    refused = problem(
+        client.post(f"/api/v1/credentials/{issued['id']}/reissue", headers=admin), 409, "credential-revoked"
+    )
+    assert "replace_revoked" in refused["detail"]
     problem(client.post("/api/v1/credentials/nope/revoke", headers=admin, json={"reason": "x"}), 404, "not-found")
     problem(client.post(f"/api/v1/credentials/{issued['id']}/revoke", headers=admin, json={}), 422, "validation")
     with Session(services.engine) as session:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import datetime
 import html
 import ipaddress
-import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email import message_from_bytes
 from email.message import EmailMessage
-from email.policy import default
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -37,89 +31,23 @@ from issuer.services import Services
 from issuer.settings import Settings
 
 from .conftest import BASE
+from .smtp_sink import SENDER, Sink, free_port, serve, smtp_settings
 
-SENDER = "Example Institute <badges@example.edu>"
 PDF = b"%PDF-1.7\n% a certificate\n%%EOF\n"
 NAME = "Zoë <script>alert('name')</script> O'Brien"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    raw: bytes
-
-    @property
-    def message(self) -> EmailMessage:
-        parsed = message_from_bytes(self.raw, policy=default)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
-
-
-@dataclass
-class Sink:
-    """An SMTP server that keeps what it accepts. `data_replies` / `rcpt_replies` answer the next DATA / RCPT
-    commands with an error instead (consumed in order); then it accepts again."""
-
-    port: int = field(default_factory=_free_port)
-    received: list[Received] = field(default_factory=list)
-    data_replies: list[str] = field(default_factory=list)
-    rcpt_replies: list[str] = field(default_factory=list)
-    logins: list[bytes] = field(default_factory=list)
-
-    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook names)
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if self.rcpt_replies:
-            return self.rcpt_replies.pop(0)
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        if self.data_replies:
-            return self.data_replies.pop(0)
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 2.0.0 queued"
-
-    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"mailer", b"s3cret")
-        if ok:
-            self.logins.append(data.login)
-        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
-
-
-def _serve(sink: Sink, **options: Any) -> Controller:
-    controller = Controller(sink, hostname="127.0.0.1", port=sink.port, **options)
-    controller.start()
-    return controller
 
 
 @pytest.fixture
 def sink() -> Iterator[Sink]:
     sink = Sink()
-    controller = _serve(sink)
+    controller = serve(sink)
     yield sink
     controller.stop()
 
 
 @pytest.fixture
 def settings(settings: Settings, sink: Sink) -> Settings:
-    return settings.model_copy(
-        update={
-            "smtp_host": "127.0.0.1",
-            "smtp_port": sink.port,
-            "smtp_security": "none",
-            "smtp_from": SENDER,
-            "smtp_timeout": 5.0,
-            "jobs_embedded": False,
-        }
-    )
+    return smtp_settings(settings, sink)
 
 
 @pytest.fixture
@@ -285,7 +213,7 @@ def test_a_refused_recipient_is_dead_lettered_at_once(services: Services, sink: 
 
 
 def test_an_unreachable_server_is_retried(settings: Settings, services: Services, achievement: str) -> None:
-    closed = _free_port()
+    closed = free_port()
     services = Services(
         settings.model_copy(update={"smtp_port": closed}), services.engine, services.master_key, services.issuance
     )
@@ -407,7 +335,7 @@ def _smtp_settings(port: int, security: str, **extra: Any) -> Settings:
 def test_starttls_then_login(tmp_path: Path) -> None:
     server_ctx, client_ctx = _certificates(tmp_path)
     sink = Sink()
-    controller = _serve(
+    controller = serve(
         sink, tls_context=server_ctx, require_starttls=True, authenticator=sink.authenticate, auth_require_tls=True
     )
     try:
@@ -435,7 +363,7 @@ def test_starttls_is_never_skipped(sink: Sink) -> None:
 def test_implicit_tls(tmp_path: Path) -> None:
     server_ctx, client_ctx = _certificates(tmp_path)
     sink = Sink()
-    controller = _serve(sink, ssl_context=server_ctx)
+    controller = serve(sink, ssl_context=server_ctx)
     try:
         with mailer.smtp_connection(_smtp_settings(sink.port, "tls"), ssl_context=client_ctx) as smtp:
             mailer.deliver(smtp, _message("implicit@example.org"))

@@ -40,6 +40,7 @@ from issuer.keyring import (
     mark_compromised,
     published_keys,
     rotate,
+    signing_material,
 )
 from issuer.keyring.crypto import RSA_BITS, KeyringError, import_jwt_key
 from issuer.settings import Settings
@@ -535,3 +536,28 @@ def test_only_public_jwk_members_and_publishable_keys_are_published() -> None:
     assert d not in json.dumps([document, key_set]) and "rs256-0000000000" not in json.dumps([document, key_set])
     assert document["verificationMethod"][0]["publicKeyJwk"] == rsa_key.public_jwk
     assert [k["kid"] for k in key_set["keys"]] == [f"{DID}#{rsa_key.key_id}"]
+
+
+def test_signing_material_follows_rotation_and_compromise(session: Session) -> None:
+    """Issuance reuses what it built from the published keys only while their ids and statuses are unchanged:
+    a rotation or a compromise (made by any process, straight in the database) shows on the next call."""
+    issuer = issuer_of(session)
+    ensure_keys(session, issuer, MASTER)
+    session.commit()
+    first = signing_material(session, issuer, MASTER)
+    assert signing_material(session, issuer, MASTER) is first  # nothing changed: reused
+    assert json.loads(first.did_document) == did_document(DID, published_keys(session, "acme"))
+
+    new_ed = rotate(session, "acme", "Ed25519", MASTER)
+    session.commit()
+    rotated = signing_material(session, issuer, MASTER)
+    assert rotated.signers.ed25519.verification_method == f"{DID}#{new_ed.id}"
+    published = {method["id"] for method in json.loads(rotated.did_document)["verificationMethod"]}
+    assert f"{DID}#{new_ed.id}" in published and first.signers.ed25519.verification_method in published
+
+    mark_compromised(session, new_ed.id, MASTER)
+    session.commit()
+    after = signing_material(session, issuer, MASTER)
+    published = {method["id"] for method in json.loads(after.did_document)["verificationMethod"]}
+    assert f"{DID}#{new_ed.id}" not in published
+    assert after.signers.ed25519.verification_method != f"{DID}#{new_ed.id}"

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from issuer.issuance.rules import AchievementRules, Decline, Hold, Issue, decide
+from issuer.webhooks.adapters import Inbound, Source, registry
 from issuer.webhooks.event import CompletionEvent
+from tests.integration.lms_payloads import PLATFORMS, Delivery, Learner, deliver, source_body
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -103,19 +106,64 @@ def test_attendance_below_minimum_declines() -> None:
     assert "attendance 60%, at least 75% needed" in decision.reason
 
 
+REPORTED = {"score": 80.0, "time_spent_minutes": 60.0, "attendance_percent": 90.0, "modules_completed": ("m1",)}
+ALL_RULES = {"minScore": 50, "minTimeMinutes": 10, "minAttendancePercent": 10, "requiredModules": ["m1"]}
+
+
 @pytest.mark.parametrize(
-    ("missing_field", "criterion"),
-    [("score", "score"), ("time_spent_minutes", "time"), ("attendance_percent", "attendance")],
+    ("missing_field", "criterion", "named"),
+    [
+        ("score", "score", "not reported by the platform: the score (at least 50 is required)"),
+        ("time_spent_minutes", "time", "not reported by the platform: the time on task (at least 10 minutes"),
+        ("attendance_percent", "attendance", "not reported by the platform: the attendance (at least 10%"),
+        ("modules_completed", "modules", "not reported by the platform: which modules were completed (required: m1)"),
+    ],
 )
-def test_a_data_point_the_platform_did_not_send_goes_to_review(missing_field: str, criterion: str) -> None:
-    decision = decide(
-        event(**{missing_field: None}),
-        rules(minScore=50, minTimeMinutes=10, minAttendancePercent=10),
-        held_achievements=(),
-        now=NOW,
-    )
+def test_a_data_point_the_platform_did_not_report_goes_to_review_naming_it(
+    missing_field: str, criterion: str, named: str
+) -> None:
+    decision = decide(event(**{**REPORTED, missing_field: None}), rules(**ALL_RULES), held_achievements=(), now=NOW)
     assert isinstance(decision, Hold)
-    assert statuses(decision)[criterion] == "review"
+    assert statuses(decision) == {
+        "email": "met",
+        "name": "met",
+        "score": "met",
+        "time": "met",
+        "attendance": "met",
+        "modules": "met",
+    } | {criterion: "review"}
+    assert len(decision.reasons) == 1 and decision.reasons[0].startswith(named)
+    assert decision.reason.startswith(f"Held for review: {named}")
+    assert decision.data_points[missing_field] is None
+
+
+@pytest.mark.parametrize(
+    ("reported", "criterion", "status", "words"),
+    [
+        ({"score": 0.0}, "score", "unmet", "failed assessment: score 0, at least 50 needed"),
+        ({"attendance_percent": 0.0}, "attendance", "unmet", "attendance 0%, at least 10% needed"),
+        ({"modules_completed": ()}, "modules", "unmet", "modules not completed: m1"),
+        ({"time_spent_minutes": 0.0}, "time", "review", "time threshold missed: 0 minutes on task, 10 expected"),
+    ],
+)
+def test_zero_or_empty_is_a_reported_value_decided_on_its_merits(
+    reported: dict[str, Any], criterion: str, status: str, words: str
+) -> None:
+    """Zero and empty are what the platform said: decided as facts, never mistaken for "not reported"."""
+    decision = decide(event(**{**REPORTED, **reported}), rules(**ALL_RULES), held_achievements=(), now=NOW)
+    assert statuses(decision)[criterion] == status
+    assert type(decision) is (Decline if status == "unmet" else Hold)
+    assert decision.reasons == (words,)
+    assert "not reported" not in decision.reason
+
+
+def test_not_reported_never_declines_on_its_own() -> None:
+    """A completion that meets every reported criterion is held, never declined, whatever else is missing."""
+    decision = decide(event(), rules(**ALL_RULES), held_achievements=(), now=NOW)
+    assert isinstance(decision, Hold)
+    held = [f for f in decision.findings if f.status == "review"]
+    assert [f.criterion for f in held] == ["score", "time", "attendance", "modules"]
+    assert all(f.detail.startswith("not reported by the platform: ") for f in held)
 
 
 def test_missing_modules_are_named() -> None:
@@ -126,9 +174,20 @@ def test_missing_modules_are_named() -> None:
     assert "modules not completed: m2, m3" in decision.reason
 
 
-def test_no_modules_reported_goes_to_review() -> None:
-    decision = decide(event(), rules(requiredModules=["m1"]), held_achievements=(), now=NOW)
-    assert isinstance(decision, Hold)
+def test_no_modules_reported_goes_to_review_and_an_empty_list_declines() -> None:
+    held = decide(event(), rules(requiredModules=["m1"]), held_achievements=(), now=NOW)
+    assert isinstance(held, Hold)
+    assert held.reasons == ("not reported by the platform: which modules were completed (required: m1)",)
+    declined = decide(event(modules_completed=()), rules(requiredModules=["m1"]), held_achievements=(), now=NOW)
+    assert isinstance(declined, Decline)
+    assert declined.reasons == ("modules not completed: m1",)
+
+
+def test_the_event_keeps_not_reported_apart_from_empty_in_its_stored_form() -> None:
+    for modules in (None, (), ("m1", "m2")):
+        stored = event(modules_completed=modules).to_json()
+        assert stored["modules_completed"] == (None if modules is None else list(modules))
+        assert CompletionEvent.from_json(stored).modules_completed == modules
 
 
 def test_prerequisite_missing_declines_naming_the_gap() -> None:
@@ -206,6 +265,7 @@ scores = st.none() | st.floats(min_value=0, max_value=100, allow_nan=False)
 minutes = st.none() | st.floats(min_value=0, max_value=10_000, allow_nan=False)
 percents = st.none() | st.floats(min_value=0, max_value=100, allow_nan=False)
 module_ids = st.lists(st.sampled_from(["m1", "m2", "m3", "m4"]), max_size=4, unique=True)
+reported_modules = st.none() | module_ids.map(tuple)
 rule_sets = st.builds(
     AchievementRules,
     min_score=scores,
@@ -221,14 +281,14 @@ events = st.builds(
         score=score,
         time_spent_minutes=time,
         attendance_percent=attendance,
-        modules_completed=tuple(modules),
+        modules_completed=modules,
         email=email,
         name=name,
     ),
     scores,
     minutes,
     percents,
-    module_ids,
+    reported_modules,
     st.sampled_from([None, "", "ada@example.org", "bad@", "x@y.org"]),
     st.sampled_from([None, "", "Ada Lovelace", "a@b.c", "李 王"]),
 )
@@ -247,6 +307,20 @@ def test_outcome_follows_the_findings(e: CompletionEvent, r: AchievementRules, h
     if not isinstance(decision, Issue):
         assert decision.reasons, "a hold or a decline always says why"
     assert decision.to_json()["findings"]
+    reported = {
+        "score": e.score,
+        "time": e.time_spent_minutes,
+        "attendance": e.attendance_percent,
+        "modules": e.modules_completed,
+    }
+    for finding in decision.findings:
+        if finding.criterion not in reported:
+            continue
+        if reported[finding.criterion] is None:  # not reported: always a person's call, and said so
+            assert finding.status == "review"
+            assert finding.detail.startswith("not reported by the platform: ")
+        else:
+            assert not finding.detail.startswith("not reported")
 
 
 @settings(max_examples=300, deadline=None)
@@ -274,3 +348,67 @@ def test_holding_more_prerequisites_never_adds_a_gap(r: AchievementRules, held: 
     assert not any(f.criterion == "prerequisites" and f.status == "unmet" for f in more.findings)
     if not any(f.criterion == "prerequisites" and f.status == "unmet" for f in fewer.findings):
         assert type(fewer) is type(more)
+
+
+# --------------------------------------------------------------------------------------------- per adapter
+
+NOT_REPORTED_BY = {  # what each platform's completion never carries (integrations.md section 3)
+    "moodle": ("score", "time_spent_minutes", "attendance_percent", "modules_completed"),
+    "canvas": ("score", "time_spent_minutes", "attendance_percent", "modules_completed"),
+    "teachable": ("score", "time_spent_minutes", "attendance_percent", "modules_completed"),
+    "thinkific": ("score", "time_spent_minutes", "attendance_percent", "modules_completed"),
+    "docebo": ("score", "time_spent_minutes", "attendance_percent", "modules_completed"),
+    "openedx": ("score", "time_spent_minutes", "attendance_percent", "modules_completed"),  # passing status
+    "generic": ("score", "time_spent_minutes", "attendance_percent", "modules_completed"),  # fields left out
+}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_each_adapter_leaves_what_its_platform_does_not_send_as_none(platform: str) -> None:
+    """Not zero, not empty: None. With rules needing them all, the completion is held naming each, not declined."""
+    who = Learner()
+    inbound = _inbound(deliver(platform, who))
+    parsed = registry()[platform].receive(inbound, _source(platform), who.at)
+    (completion,) = parsed.events
+    for name in NOT_REPORTED_BY[platform]:
+        assert getattr(completion, name) is None, name
+    decision = decide(completion, rules(**ALL_RULES), held_achievements=(), now=who.at)
+    assert isinstance(decision, Hold), decision.reason
+    review = {f.criterion: f.detail for f in decision.findings if f.status == "review"}
+    assert {"score", "time", "attendance", "modules"} <= set(review)
+    for criterion in ("score", "time", "attendance", "modules"):
+        assert review[criterion].startswith("not reported by the platform: ")
+
+
+def test_the_generic_adapter_keeps_null_apart_from_empty_and_zero() -> None:
+    who = Learner(score=0, time_spent_minutes=0, attendance_percent=0, modules=())
+    completion = registry()["generic"].receive(_inbound(deliver("generic", who)), _source("generic"), who.at).events[0]
+    assert (completion.score, completion.time_spent_minutes, completion.attendance_percent) == (0, 0, 0)
+    assert completion.modules_completed == ()
+    declined = decide(completion, rules(**ALL_RULES), held_achievements=(), now=who.at)
+    assert isinstance(declined, Decline)
+    assert statuses(declined) == {
+        "email": "met",
+        "name": "met",
+        "score": "unmet",
+        "time": "review",  # too little time on task is held (offline study is not tracked), reported or not
+        "attendance": "unmet",
+        "modules": "unmet",
+    }
+    explicit_null = Learner(modules=None)
+    body = deliver("generic", explicit_null).body.replace(b'"completed_at"', b'"modules_completed":null,"completed_at"')
+    signed = deliver("generic", explicit_null, raw=body)
+    again = registry()["generic"].receive(_inbound(signed), _source("generic"), explicit_null.at).events[0]
+    assert again.modules_completed is None
+
+
+def _inbound(delivery: Delivery) -> Inbound:
+    query = dict(parse_qsl(delivery.query.removeprefix("?")))
+    return Inbound(delivery.body, {k.lower(): v for k, v in delivery.headers.items()}, query)
+
+
+def _source(platform: str) -> Source:
+    body = source_body(platform, f"{platform}-src")
+    return Source(
+        id=body["id"], platform=platform, config=body["config"], secrets=tuple(body["secrets"]), signing_secrets=()
+    )

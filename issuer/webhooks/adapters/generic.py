@@ -61,7 +61,8 @@ class Completion(_Model):
     score: float | None = Field(None, ge=0, le=100)
     time_spent_minutes: float | None = Field(None, ge=0)
     attendance_percent: float | None = Field(None, ge=0, le=100)
-    modules_completed: list[Id] = Field(default_factory=list, max_length=500)
+    # Absent or null: not reported (rules needing it hold for review); []: reported, none completed.
+    modules_completed: list[Id] | None = Field(None, max_length=500)
 
     @field_validator("learner", mode="before")
     @classmethod
@@ -115,7 +116,7 @@ class Generic(NoEnrichment):
                     score=data.score,
                     time_spent_minutes=data.time_spent_minutes,
                     attendance_percent=data.attendance_percent,
-                    modules_completed=tuple(data.modules_completed),
+                    modules_completed=None if data.modules_completed is None else tuple(data.modules_completed),
                     extra={"course_name": data.course.name},
                 ),
             )

@@ -1,0 +1,81 @@
+"""Deciding a completion in the process that received it, right after its 202, with the job as the safety net.
+
+The job path alone costs a completion its wait for the worker (one thread per process, claiming batches, so one
+process's worker may hold jobs the other's would run at once) plus three write transactions of job bookkeeping
+(claim, start, finish) before and after the work. Here the webhook's process hands the freshly stored event to a
+small thread pool as soon as the event and its job are committed: `handle` runs while the LMS already has its
+202. The event's job is stored due a little later (`GRACE`) and is finished by `conclude` in the same transaction
+that decides the event, so in the normal case no worker ever runs it; if this process dies, or enrichment fails
+(the LMS's API is down), the job runs after the grace with its usual retries. `handle` is idempotent, so the two
+paths meeting is harmless.
+
+Only where this process runs background work at all (`jobs_embedded`); with a separate `issuer worker`, the
+job is due at once as before. The pool is bounded: beyond `MAX_WAITING` events in flight, new ones are left to
+the job workers (due at once), so a burst never builds an unbounded queue in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from ..services import Services
+from .service import handle
+
+log = logging.getLogger("issuer.webhooks")
+
+GRACE = timedelta(seconds=60)  # the safety-net job becomes due this long after the 202
+THREADS = 2  # per process: signing is CPU-bound and holds the GIL; more threads only queue on it
+MAX_WAITING = 64
+
+_pool: ThreadPoolExecutor | None = None
+_waiting = 0
+_lock = threading.Lock()
+
+
+def admit(services: Services, count: int) -> bool:
+    """Whether `count` new events may be decided here (reserving their places); False: leave them to the jobs."""
+    global _waiting
+    if not services.settings.jobs_embedded:
+        return False
+    with _lock:
+        if _waiting + count > MAX_WAITING:
+            return False
+        _waiting += count
+        return True
+
+
+def in_flight() -> int:
+    """Events admitted and not yet done (for operators' curiosity and the tests)."""
+    with _lock:
+        return _waiting
+
+
+def release(count: int) -> None:
+    """Give back places reserved by `admit` that will not be used (duplicates, or the store failed)."""
+    global _waiting
+    with _lock:
+        _waiting = max(0, _waiting - count)
+
+
+def submit(services: Services, event_ids: Iterable[str]) -> None:
+    """Decide each (already admitted) event in the pool."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="lms-decide")
+        pool = _pool
+    for event_id in event_ids:
+        pool.submit(_decide, services, event_id)
+
+
+def _decide(services: Services, event_id: str) -> None:
+    try:
+        handle(services, event_id)
+    except Exception as error:  # the job runs after the grace and retries with backoff
+        log.warning("completion %s: deciding at once failed (%s); its job will retry", event_id, error)
+    finally:
+        release(1)

@@ -1,0 +1,51 @@
+"""Status list allocation: each issuer draws random indexes from its newest list until it is half full, then a
+new list is opened; two credentials never share an index (the database enforces it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.testing import TestClient
+from sqlmodel import Session, col, select
+
+from issuer.db.tables import Credential, Issuer, StatusList
+from issuer.services import Services
+from issuer.status.allocation import STATUS_LIST_SIZE
+
+
+def _issue(client: TestClient[Any], admin: dict[str, str], achievement_id: str, n: int) -> dict[str, Any]:
+    response = client.post(
+        "/api/v1/credentials",
+        json={"achievement_id": achievement_id, "recipient": {"email": f"l{n}@example.org", "name": f"L {n}"}},
+        headers=admin,
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def test_a_new_list_opens_when_the_current_one_is_half_full(
+    client: TestClient[Any], admin: dict[str, str], achievement_id: str, services: Services
+) -> None:
+    with Session(services.engine) as session:
+        issuer = session.exec(select(Issuer).where(Issuer.is_default == True)).one()  # noqa: E712
+        small = StatusList(issuer_id=issuer.id, size=8)  # newest list: drawn from until 4 entries are used
+        session.add(small)
+        session.commit()
+        small_id = small.id
+
+    issued = [_issue(client, admin, achievement_id, n) for n in range(6)]
+
+    with Session(services.engine) as session:
+        rows = session.exec(select(Credential).order_by(col(Credential.created_at), col(Credential.id))).all()
+        lists = session.exec(select(StatusList).order_by(col(StatusList.id))).all()
+    in_small = [row for row in rows if row.status_list_id == small_id]
+    assert len(in_small) == 4  # half of 8
+    assert len({row.status_index for row in in_small}) == 4 and all(0 <= r.status_index < 8 for r in in_small)
+    newest = lists[-1]
+    assert newest.id != small_id and newest.size == STATUS_LIST_SIZE
+    assert {row.status_list_id for row in rows} == {small_id, newest.id}
+    for credential in issued:  # each credential names the list it was drawn from
+        entry = credential["credential"]["credentialStatus"]
+        row = next(r for r in rows if r.id == credential["id"])
+        assert entry["statusListCredential"].endswith(f"/status/{row.status_list_id}")
+        assert entry["statusListIndex"] == str(row.status_index)
