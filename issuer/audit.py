@@ -34,6 +34,10 @@ from issuer.db.tables import AuditRecord, utcnow
 GENESIS_HASH = "0" * 64
 """The `prev_hash` of the first record."""
 
+# session.info key: (the transaction, the hash of the record it appended last). The transaction object is kept,
+# so the identity check cannot match a later transaction.
+_HEAD = "issuer.audit.head"
+
 # pg_advisory_xact_lock key: the first 8 bytes of sha256(b"issuer.audit_log append"), as a signed bigint.
 _PG_LOCK_KEY = -4442863111943908134
 
@@ -158,7 +162,14 @@ def append(
     record = AuditRecord(
         at=moment, actor=actor, action=action, subject=subject, data=clean, prev_hash=GENESIS_HASH, hash=""
     )
-    if session.get_bind().dialect.name == "postgresql":
+    nested = session.in_nested_transaction()  # a savepoint may roll back what it appended: never trust a head
+    transaction = session.get_transaction()
+    head = None if nested else session.info.get(_HEAD)
+    if head is not None and transaction is not None and head[0] is transaction:
+        # An earlier append in this very transaction holds the lock (PostgreSQL's advisory lock, SQLite's write
+        # lock) until commit, so the record it wrote is still the newest: link to it without asking again.
+        record.prev_hash = head[1]
+    elif session.get_bind().dialect.name == "postgresql":
         _lock_postgres(session)
         record.prev_hash = _latest_hash(session)
     elif session.connection().get_execution_options().get("sqlite_immediate", False):
@@ -183,6 +194,7 @@ def append(
     else:
         session.add(record)
         session.flush()
+    session.info[_HEAD] = None if nested else (transaction, record.hash)
     return record
 
 

@@ -38,7 +38,10 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip on every checkout, several per request. A connection PostgreSQL dropped
+    # (a restart) fails the one operation that finds it, which invalidates the whole pool, and that operation's
+    # transaction never committed: the API answers 5xx (clients and LMS senders retry), a job retries.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False, pool_recycle=3600)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

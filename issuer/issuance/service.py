@@ -46,6 +46,7 @@ from .credential import Recipient, build_credential, status_entry, timestamp
 from .schemas import IssueRequest
 
 _INDEX_ATTEMPTS = 32
+_BY_IDEMPOTENCY_KEY = select(Credential).where(col(Credential.idempotency_key) == bindparam("key"))
 _ACHIEVEMENT_AND_ISSUER = (  # built once: constructing the statement costs more than running it
     select(Achievement, Issuer)
     .join(Issuer, col(Issuer.id) == col(Achievement.issuer_id))
@@ -88,16 +89,22 @@ class IssuanceService:
         actor: str,
         idempotency_key: str | None = None,
         learner_key: str | None = None,
+        within: Callable[[Session, Credential], None] | None = None,
+        looked_up: bool = False,
     ) -> Issued:
         """`learner_key` (LMS automation): at most one active credential per learner and achievement; a second one
-        raises IntegrityError from the index one_active_credential_per_learner (the caller answers it)."""
+        raises IntegrityError from the index one_active_credential_per_learner (the caller answers it).
+
+        `within(session, credential)` runs inside the credential's own write transaction (an LMS event's decision
+        is recorded with the credential it produced: one transaction, one commit); whatever it raises undoes the
+        credential too. It does not run when an earlier credential is answered instead (`replayed`).
+        `looked_up`: the caller has just found no credential with this idempotency key, so the first attempt skips
+        that query (a twin committing meanwhile is still caught by the unique constraint and answered)."""
         fingerprint = _fingerprint(request)
-        for _attempt in range(_INDEX_ATTEMPTS):
-            if idempotency_key is not None:
-                with Session(self.engine) as session:
-                    existing = session.exec(
-                        select(Credential).where(Credential.idempotency_key == idempotency_key)
-                    ).first()
+        for attempt in range(_INDEX_ATTEMPTS):
+            if idempotency_key is not None and not (looked_up and attempt == 0):
+                with Session(reader(self.engine)) as session:
+                    existing = session.exec(_BY_IDEMPOTENCY_KEY, params={"key": idempotency_key}).first()
                 if existing is not None:
                     return self._replay(existing, fingerprint)
             # Everything slow (reads, building, signing, self-verification) happens before the write transaction,
@@ -112,6 +119,8 @@ class IssuanceService:
                     mailer.enqueue_credential_email(session, self.settings, row)  # none when email is off
                     mirrors.enqueue(session, self.settings, row, action="issue")  # none unless mapped and configured
                     reminders.enqueue_renewal_reminders(session, self.settings, row)  # none without validUntil
+                    if within is not None:
+                        within(session, row)
                 return Issued(row)
             except IntegrityError as error:
                 message = str(error.orig).lower()

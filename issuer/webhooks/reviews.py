@@ -134,7 +134,7 @@ def approve(services: Services, review_id: str, data: ApproveIn, *, actor: str) 
             errors=[{"field": k, "message": "required to issue"} for k in missing],
         )
     rules = AchievementRules.model_validate(achievement.rules or {})
-    credential = issue_for(services, row.id, event, review.achievement_id, rules, actor=actor)
+    credential = issue_for(services, row.id, event, review.achievement_id, rules, actor=actor).credential
     overrode = [
         {"criterion": f["criterion"], "status": f["status"]}
         for f in (row.decision or {}).get("findings", [])

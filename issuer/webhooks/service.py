@@ -19,11 +19,12 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, null, or_, update
+from sqlalchemy import and_, bindparam, func, null, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -38,6 +39,7 @@ from ..errors import Conflict, NotFound
 from ..issuance.credential import timestamp
 from ..issuance.rules import AchievementRules, Hold, Issue, decide
 from ..issuance.schemas import IssueRequest
+from ..issuance.service import Issued
 from ..keyring import decrypt_private_key, encrypt_private_key
 from ..services import Services
 from .adapters import Source, registry
@@ -210,8 +212,26 @@ def decide_and_act(services: Services, row: EventRow, event: CompletionEvent, ac
     )
     summary = decision.to_json() | {"achievement": achievement_id}
     if isinstance(decision, Issue):
+
+        def record(session: Session, credential: Credential) -> None:
+            """The decision, written in the credential's own transaction: both commit, or neither."""
+            state = record_decision(session, services, row, event, "issued", summary, credential_id=credential.id)
+            if state != "issued":
+                raise _AlreadyDecided(state)
+
         try:
-            credential = issue_for(services, row.id, event, achievement_id, rules, actor=f"lms:{event.source_id}")
+            issued = issue_for(
+                services,
+                row.id,
+                event,
+                achievement_id,
+                rules,
+                actor=f"lms:{event.source_id}",
+                within=record,
+                looked_up=own is None,  # `_learner_credentials` looked for this event's credential just now
+            )
+        except _AlreadyDecided as decided:  # another run decided first: its decision stands, this credential not
+            return decided.state
         except Conflict as error:
             return conclude(
                 services,
@@ -221,7 +241,10 @@ def decide_and_act(services: Services, row: EventRow, event: CompletionEvent, ac
                 summary | {"outcome": "duplicate", "reason": error.detail},
                 credential_id=error.extensions.get("credential_id"),
             )
-        return conclude(services, row, event, "issued", summary, credential_id=credential.id)
+        if issued.replayed:  # the credential came from an earlier run of this event, which may not have concluded
+            return conclude(services, row, event, "issued", summary, credential_id=issued.credential.id)
+        log.info("completion %s from %s: issued", row.id, row.source_id)
+        return "issued"
     if isinstance(decision, Hold):
         return conclude(services, row, event, "held", summary, review_for=achievement_id)
     return conclude(services, row, event, "declined", summary)
@@ -235,8 +258,11 @@ def issue_for(
     rules: AchievementRules,
     *,
     actor: str,
-) -> Credential:
+    within: Callable[[Session, Credential], None] | None = None,
+    looked_up: bool = False,
+) -> Issued:
     """Issue the event's credential: idempotent per event, one active per learner unless repeats are allowed.
+    `within` runs in the credential's transaction (`IssuanceService.issue`).
 
     Raises Conflict (with `credential_id`) when the learner already holds an active one.
     """
@@ -251,7 +277,12 @@ def issue_for(
     key = None if rules.allow_repeat else learner_key(event.source_id, event.learner_id)
     try:
         issued = services.issuance.issue(
-            request, actor=actor, idempotency_key=idempotency_key(event_id), learner_key=key
+            request,
+            actor=actor,
+            idempotency_key=idempotency_key(event_id),
+            learner_key=key,
+            within=within,
+            looked_up=looked_up,
         )
     except IntegrityError as error:
         if "learner" not in str(error.orig).lower():
@@ -262,7 +293,7 @@ def issue_for(
             "the learner already holds an active credential for this achievement; no second one is issued",
             credential_id=existing,
         ) from None
-    return issued.credential
+    return issued
 
 
 def _active(session: Session, key: str, email: str | None, achievements: list[str]) -> dict[str, str]:
@@ -307,6 +338,14 @@ def _learner_credentials(
     return held, own, known
 
 
+class _AlreadyDecided(Exception):
+    """Another run decided the event first (raised inside a transaction, to undo what this run wrote)."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(state)
+        self.state = state
+
+
 def conclude(
     services: Services,
     row: EventRow,
@@ -318,44 +357,97 @@ def conclude(
     review_for: str | None = None,
     unless_mapped: str | None = None,
 ) -> str:
-    """Write the decision once (only while the event is still `received`), with its review and audit record.
+    """Write the decision once (only while the event is still `received`), in a transaction of its own; see
+    `record_decision`."""
+    with session_scope(services.engine) as session:
+        final = record_decision(
+            session,
+            services,
+            row,
+            event,
+            state,
+            decision,
+            credential_id=credential_id,
+            review_for=review_for,
+            unless_mapped=unless_mapped,
+        )
+    if final == state:
+        log.info("completion %s from %s: %s", row.id, row.source_id, state)
+    return final
+
+
+def record_decision(
+    session: Session,
+    services: Services,
+    row: EventRow,
+    event: CompletionEvent | None,
+    state: str,
+    decision: dict[str, Any],
+    *,
+    credential_id: str | None = None,
+    review_for: str | None = None,
+    unless_mapped: str | None = None,
+) -> str:
+    """Write the decision once (only while the event is still `received`), with its review and audit record, in
+    the caller's transaction; returns the event's state (another run's, when it decided first).
     `event`, when given, replaces the stored one: it carries what enrichment added, for the reviewer.
     `unless_mapped` (a course id): write nothing and return `received` if that course has a mapping by now."""
     now = utcnow()
     values: dict[str, Any] = {"state": state, "decision": decision, "credential_id": credential_id, "decided_at": now}
     if event is not None:
         values["event"] = event.to_json()
-    with session_scope(services.engine) as session:
-        if unless_mapped is not None and mapping_of(session, row.source_id, unless_mapped, lock="share") is not None:
-            return "received"
-        changed = session.exec(
-            update(EventRow).where(col(EventRow.id) == row.id, col(EventRow.state) == "received").values(**values)
-        ).rowcount
-        if changed != 1:  # another run decided first: its decision stands
-            current = session.get(EventRow, row.id)
-            return current.state if current is not None else state
-        # Decided inline (webhooks/inline.py): the event's safety-net job, still waiting, has nothing left to do.
-        session.exec(
-            update(Job)
-            .where(col(Job.dedupe_key) == f"completion:{row.id}", col(Job.state) == "pending")
-            .values(state="succeeded", result={"state": state, "inline": True}, finished_at=now, updated_at=now)
-        )
-        review_id = None
-        if review_for is not None:
-            review_id = str(uuid.uuid4())
-            session.add(Review(id=review_id, event_id=row.id, achievement_id=review_for))
-            session.flush()
-        audit.append(
-            session,
-            actor=f"lms:{row.source_id}",
-            action=f"lms.{state}",
-            subject=row.id,
-            data=audit_summary(decision) | {"source": row.source_id, "credential": credential_id, "review": review_id},
-        )
-        if state == "declined":  # the learner is told what is missing, once per event (email permitting)
-            declines.enqueue_decline_email(session, services.settings, row.id, values.get("event") or row.event)
-    log.info("completion %s from %s: %s", row.id, row.source_id, state)
+    if unless_mapped is not None and mapping_of(session, row.source_id, unless_mapped, lock="share") is not None:
+        return "received"
+    parameters = {f"b_{name}": value for name, value in values.items()}
+    changed = session.connection().execute(_DECIDE["event" in values], {"b_event_id": row.id, **parameters}).rowcount
+    if changed != 1:  # another run decided first: its decision stands
+        current = session.get(EventRow, row.id)
+        return current.state if current is not None else state
+    # Decided inline (webhooks/inline.py): the event's safety-net job, still waiting, has nothing left to do.
+    session.connection().execute(
+        _SAFETY_NET_DONE,
+        {
+            "b_dedupe_key": f"completion:{row.id}",
+            "b_result": {"state": state, "inline": True},
+            "b_finished_at": now,
+            "b_updated_at": now,
+        },
+    )
+    review_id = None
+    if review_for is not None:
+        review_id = str(uuid.uuid4())
+        session.add(Review(id=review_id, event_id=row.id, achievement_id=review_for))
+        session.flush()
+    audit.append(
+        session,
+        actor=f"lms:{row.source_id}",
+        action=f"lms.{state}",
+        subject=row.id,
+        data=audit_summary(decision) | {"source": row.source_id, "credential": credential_id, "review": review_id},
+    )
+    if state == "declined":  # the learner is told what is missing, once per event (email permitting)
+        declines.enqueue_decline_email(session, services.settings, row.id, values.get("event") or row.event)
     return state
+
+
+# Statements built once (constructing one costs about as much as running it).
+_DECISION_FIELDS = ("state", "decision", "credential_id", "decided_at")
+_DECIDE = {
+    with_event: update(EventRow)
+    .where(col(EventRow.id) == bindparam("b_event_id"), col(EventRow.state) == "received")
+    .values({name: bindparam(f"b_{name}") for name in (*_DECISION_FIELDS, *(("event",) if with_event else ()))})
+    for with_event in (False, True)
+}
+_SAFETY_NET_DONE = (
+    update(Job)
+    .where(col(Job.dedupe_key) == bindparam("b_dedupe_key"), col(Job.state) == "pending")
+    .values(
+        state="succeeded",
+        result=bindparam("b_result"),
+        finished_at=bindparam("b_finished_at"),
+        updated_at=bindparam("b_updated_at"),
+    )
+)
 
 
 def mapping_of(session: Session, source_id: str, course_id: str, *, lock: str | None = None) -> CourseMapping | None:

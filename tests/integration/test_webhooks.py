@@ -19,12 +19,14 @@ from litestar.testing import TestClient
 from sqlmodel import Session, col, select
 
 from issuer.app import create_app
+from issuer.db.engine import session_scope
 from issuer.db.tables import AuditRecord, CompletionEvent, Credential, Job, LmsSource
 from issuer.delivery.jobs import run_pending
 from issuer.services import Services
 from issuer.settings import Settings
 from issuer.webhooks import inline
-from issuer.webhooks.service import conclude, handle
+from issuer.webhooks.event import CompletionEvent as StoredEvent
+from issuer.webhooks.service import conclude, decide_and_act, handle
 
 from ..http_server import LocalServer
 from .conftest import BASE, count, problem
@@ -575,6 +577,29 @@ def test_one_event_handled_concurrently_issues_once_and_audits_once(lms: Lms) ->
     with Session(lms.services.engine) as session:
         decisions = session.exec(select(AuditRecord).where(AuditRecord.subject == event_id)).all()
     assert [d.action for d in decisions] == ["lms.issued"]
+
+
+def test_the_credential_and_the_decision_commit_together(lms: Lms) -> None:
+    """An event another run decided while this one was signing: the credential this run made is undone with its
+    decision (one transaction), so no credential exists without the decision that produced it."""
+    source = lms.source("generic")
+    event_id = lms.deliver(source, deliver("generic", Learner()))
+    with Session(lms.services.engine) as session:
+        row = session.get(CompletionEvent, event_id)
+        assert row is not None
+    with session_scope(lms.services.engine) as session:  # decided elsewhere, after this run read the event
+        stored = session.get(CompletionEvent, event_id)
+        assert stored is not None
+        stored.state = "declined"
+        session.add(stored)
+    state = decide_and_act(lms.services, row, StoredEvent.from_json(row.event), lms.achievement)
+    assert state == "declined"
+    assert lms.credentials() == []
+    with Session(lms.services.engine) as session:
+        actions = session.exec(
+            select(AuditRecord.action).where(col(AuditRecord.action).startswith("credential."))
+        ).all()
+    assert actions == []  # the credential's own audit record was undone with it
 
 
 def test_different_deliveries_of_one_completion_concurrently(lms: Lms) -> None:

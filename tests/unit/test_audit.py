@@ -381,3 +381,24 @@ def test_records_newest_first_with_filters_and_paging(engine: Engine) -> None:
             audit.records(session, limit=0)
         with pytest.raises(ValueError, match="limit"):
             audit.records(session, limit=audit.MAX_PAGE + 1)
+
+
+def test_appends_in_one_transaction_link_to_each_other_and_the_next_transaction_reads_the_head(
+    engine: Engine,
+) -> None:
+    """Later appends in a transaction link to the record the earlier one wrote (no second lock or read); a new
+    transaction, or a savepoint, reads the newest record again. The chain stays one line either way."""
+    with session_scope(engine) as session:
+        first = audit.append(session, actor="t", action="a.one", subject=None, data={})
+        second = audit.append(session, actor="t", action="a.two", subject=None, data={})
+        assert second.prev_hash == first.hash
+    with session_scope(engine) as session:
+        third = audit.append(session, actor="t", action="a.three", subject=None, data={})
+        assert third.prev_hash == second.hash
+        with session.begin_nested():
+            nested = audit.append(session, actor="t", action="a.nested", subject=None, data={})
+            assert nested.prev_hash == third.hash
+        fourth = audit.append(session, actor="t", action="a.four", subject=None, data={})
+        assert fourth.prev_hash == nested.hash
+    with Session(engine) as session:
+        assert audit.verify_chain(session).ok
