@@ -46,6 +46,7 @@ from .credential import Recipient, build_credential, status_entry, timestamp
 from .schemas import IssueRequest
 
 _INDEX_ATTEMPTS = 32
+BATCH_CHUNK = 100  # batch rows written per transaction
 _BY_IDEMPOTENCY_KEY = select(Credential).where(col(Credential.idempotency_key) == bindparam("key"))
 _ACHIEVEMENT_AND_ISSUER = (  # built once: constructing the statement costs more than running it
     select(Achievement, Issuer)
@@ -114,11 +115,7 @@ class IssuanceService:
             )
             try:
                 with session_scope(self.engine) as session:
-                    insert_row(session, row)
-                    audit.append(session, actor=actor, action="credential.issued", subject=row.id, data=audit_data)
-                    mailer.enqueue_credential_email(session, self.settings, row)  # none when email is off
-                    mirrors.enqueue(session, self.settings, row, action="issue")  # none unless mapped and configured
-                    reminders.enqueue_renewal_reminders(session, self.settings, row)  # none without validUntil
+                    self._write(session, row, audit_data, actor=actor)
                     if within is not None:
                         within(session, row)
                 return Issued(row)
@@ -133,6 +130,14 @@ class IssuanceService:
                 raise
         raise SigningFailed("could not find a free status index; the status list is nearly full")
 
+    def _write(self, session: Session, row: Credential, audit_data: dict[str, Any], *, actor: str) -> None:
+        """The credential, its audit record and the jobs that follow it, in the caller's transaction."""
+        insert_row(session, row)
+        audit.append(session, actor=actor, action="credential.issued", subject=row.id, data=audit_data)
+        mailer.enqueue_credential_email(session, self.settings, row)  # none when email is off
+        mirrors.enqueue(session, self.settings, row, action="issue")  # none unless mapped and configured
+        reminders.enqueue_renewal_reminders(session, self.settings, row)  # none without validUntil
+
     def _taken(self, idempotency_key: str) -> bool:
         with Session(self.engine) as session:
             found = session.exec(select(Credential.id).where(Credential.idempotency_key == idempotency_key)).first()
@@ -144,7 +149,13 @@ class IssuanceService:
         return Issued(existing, replayed=True)
 
     def _prepare(
-        self, request: IssueRequest, *, idempotency_key: str | None, fingerprint: str, learner_key: str | None
+        self,
+        request: IssueRequest,
+        *,
+        idempotency_key: str | None,
+        fingerprint: str,
+        learner_key: str | None,
+        taken: set[tuple[int, int]] | None = None,
     ) -> tuple[Credential, dict[str, Any]]:
         """The signed, self-verified credential row to insert, and its audit data. Reads only (and opens a status
         list when the current one is half full). Three queries: achievement with issuer, the issuer's published
@@ -176,6 +187,8 @@ class IssuanceService:
             )
             wanted = request.format or ("both" if self.settings.jwt_by_default else "ldp")
             index = secrets.randbelow(status_list.size)
+            while taken is not None and (status_list.id, index) in taken:  # drawn by another row of a batch
+                index = secrets.randbelow(status_list.size)
             unsigned = build_credential(
                 credential_id=self.credential_url(credential_id),
                 issuer=profile_of(issuer),
@@ -400,20 +413,60 @@ class IssuanceService:
     def issue_batch(
         self, rows: list[dict[str, Any]], *, actor: str, defaults: dict[str, Any] | None = None
     ) -> list[RowOutcome]:
-        """Each row is validated and issued on its own: one bad row never blocks the others."""
-        outcomes = []
+        """Each row is validated and issued on its own: one bad row never blocks the others. Valid rows are signed
+        one by one and written `BATCH_CHUNK` to a transaction (one commit, one audit lock, instead of one each)."""
+        outcomes: dict[int, RowOutcome] = {}
+        valid: list[tuple[int, IssueRequest, str | None]] = []
+        shared = {k: v for k, v in (defaults or {}).items() if k != "idempotency_key"}
         for number, raw in enumerate(rows, start=1):
             key = raw.pop("idempotency_key", None) if isinstance(raw, dict) else None
-            shared = {k: v for k, v in (defaults or {}).items() if k != "idempotency_key"}
             try:
                 request = IssueRequest.model_validate({**shared, **raw} if isinstance(raw, dict) else raw)
-                issued = self.issue(request, actor=actor, idempotency_key=key)
-                outcomes.append(RowOutcome(number, issued.credential, replayed=issued.replayed))
             except ValidationError as error:
-                outcomes.append(RowOutcome(number, error=_explain(error)))
-            except IssuerError as error:  # client errors and server faults alike stay with their row
+                outcomes[number] = RowOutcome(number, error=_explain(error))
+                continue
+            valid.append((number, request, key))
+        for start in range(0, len(valid), BATCH_CHUNK):
+            for outcome in self._issue_chunk(valid[start : start + BATCH_CHUNK], actor=actor):
+                outcomes[outcome.row] = outcome
+        return [outcomes[number] for number in sorted(outcomes)]
+
+    def _issue_chunk(self, chunk: list[tuple[int, IssueRequest, str | None]], *, actor: str) -> list[RowOutcome]:
+        """Rows with an Idempotency-Key go through `issue` (they may be replays); the others are prepared, then
+        written in one transaction. If anything in it conflicts (a status index another request took meanwhile),
+        the transaction is undone and those rows are issued one at a time: nothing is lost or doubled."""
+        outcomes: list[RowOutcome] = []
+        prepared: list[tuple[int, IssueRequest, Credential, dict[str, Any]]] = []
+        taken: set[tuple[int, int]] = set()
+        for number, request, key in chunk:
+            if key is not None:
+                outcomes.append(self._one(number, request, actor=actor, key=key))
+                continue
+            try:
+                row, audit_data = self._prepare(
+                    request, idempotency_key=None, fingerprint=_fingerprint(request), learner_key=None, taken=taken
+                )
+            except IssuerError as error:
                 outcomes.append(RowOutcome(number, error=error.detail))
-        return outcomes
+                continue
+            taken.add((row.status_list_id, row.status_index))
+            prepared.append((number, request, row, audit_data))
+        if not prepared:
+            return outcomes
+        try:
+            with session_scope(self.engine) as session:
+                for _, _, row, audit_data in prepared:
+                    self._write(session, row, audit_data, actor=actor)
+        except IntegrityError:
+            return outcomes + [self._one(number, request, actor=actor) for number, request, _, _ in prepared]
+        return outcomes + [RowOutcome(number, row) for number, _, row, _ in prepared]
+
+    def _one(self, number: int, request: IssueRequest, *, actor: str, key: str | None = None) -> RowOutcome:
+        try:
+            issued = self.issue(request, actor=actor, idempotency_key=key)
+        except IssuerError as error:  # client errors and server faults alike stay with their row
+            return RowOutcome(number, error=error.detail)
+        return RowOutcome(number, issued.credential, replayed=issued.replayed)
 
     # ------------------------------------------------------------------------------------------ URLs
 

@@ -8,6 +8,7 @@ from typing import Any
 from litestar.testing import TestClient
 from sqlmodel import Session, col, select
 
+from issuer import audit
 from issuer.db.tables import Credential, Issuer, StatusList
 from issuer.services import Services
 from issuer.status.allocation import STATUS_LIST_SIZE
@@ -49,3 +50,27 @@ def test_a_new_list_opens_when_the_current_one_is_half_full(
         row = next(r for r in rows if r.id == credential["id"])
         assert entry["statusListCredential"].endswith(f"/status/{row.status_list_id}")
         assert entry["statusListIndex"] == str(row.status_index)
+
+
+def test_a_batch_whose_transaction_conflicts_is_issued_row_by_row(
+    client: TestClient[Any], admin: dict[str, str], achievement_id: str, services: Services, monkeypatch: Any
+) -> None:
+    """Batch rows are written in one transaction; when a status index in it was taken meanwhile, the whole
+    transaction is undone and every row is issued on its own: each row once, no index shared."""
+    draws = iter([5, 5, 6, 7, *range(8, 100)])
+    monkeypatch.setattr("issuer.issuance.service.secrets.randbelow", lambda _n: next(draws))
+    first = _issue(client, admin, achievement_id, 0)  # holds index 5
+    rows = [
+        {"achievement_id": achievement_id, "recipient": {"email": f"b{n}@example.org", "name": f"B {n}"}}
+        for n in range(3)
+    ]
+    response = client.post("/api/v1/credentials/batch", headers=admin, json=rows)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["issued"] == 3 and body["failed"] == 0
+    with Session(services.engine) as session:
+        stored = session.exec(select(Credential)).all()
+        audit_ok = audit.verify_chain(session).ok
+    assert len(stored) == 4 and len({(c.status_list_id, c.status_index) for c in stored}) == 4
+    assert {c.status_index for c in stored} == {5, 8, 9, 10}  # the chunk's 5, 6, 7 were undone with it
+    assert first["id"] in {c.id for c in stored} and audit_ok
