@@ -146,6 +146,9 @@ def load_handlers() -> None:
 # --------------------------------------------------------------------------------------------------- enqueue
 
 
+_JOB_COLUMNS = tuple(col(getattr(Job, column.name)) for column in Job.__table__.columns)  # type: ignore[attr-defined]
+
+
 def enqueue(
     session: Session,
     *,
@@ -178,10 +181,12 @@ def enqueue(
     }
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     statement = dialect.insert(Job).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    inserted = session.connection().execute(statement.returning(col(Job.id))).first() is not None
-    if inserted:
+    inserted = session.connection().execute(statement.returning(*_JOB_COLUMNS)).first()
+    if inserted is None:  # the job with this dedupe key that was there first
+        return session.exec(select(Job).where(Job.dedupe_key == dedupe_key)).one()
+    if run_after is None or run_after <= now:  # a job due later is found by a poll then, not worth a wake-up now
         _wake_after_commit(session)
-    return session.exec(select(Job).where(Job.dedupe_key == dedupe_key)).one()
+    return Job(**inserted._mapping)
 
 
 # --------------------------------------------------------------------------------------------------- claim & run
