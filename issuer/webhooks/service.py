@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, null, or_, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -97,33 +98,43 @@ def accept(
     `defer`: the job becomes due that much later (the event is being decided inline; the job is the safety net)."""
     results: list[Accepted] = []
     with session_scope(services.engine) as session:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
         for event in events:
-            first = _existing(session, event)
-            if first is not None:
-                results.append(Accepted(first, duplicate=True))
-                continue
-            row = EventRow(
-                id=str(uuid.uuid4()), source_id=event.source_id, external_id=event.external_id, event=event.to_json()
+            event_id = str(uuid.uuid4())
+            # One statement: a known (source, external id) inserts nothing (PostgreSQL first waits for a twin
+            # still being committed), and the delivery is answered with the first one's id.
+            stored = (
+                session.connection()
+                .execute(
+                    dialect.insert(EventRow)
+                    .values(
+                        id=event_id,
+                        source_id=event.source_id,
+                        external_id=event.external_id,
+                        event=event.to_json(),
+                        state="received",
+                        received_at=utcnow(),
+                    )
+                    .on_conflict_do_nothing(index_elements=["source_id", "external_id"])
+                    .returning(col(EventRow.id))
+                )
+                .first()
             )
-            try:
-                with session.begin_nested():
-                    session.add(row)
-                    session.flush()
-            except IntegrityError:  # a concurrent twin committed first (PostgreSQL waits for it, then lands here)
+            if stored is None:
                 first = _existing(session, event)
-                if first is None:
-                    raise
+                if first is None:  # cannot happen: the conflicting row is committed and visible
+                    raise RuntimeError(f"event {event.external_id!r} conflicted but is not stored")
                 results.append(Accepted(first, duplicate=True))
                 continue
             enqueue(
                 session,
                 kind=JOB_KIND,
-                subject=row.id,
-                dedupe_key=f"completion:{row.id}",
-                payload={"event_id": row.id},
+                subject=event_id,
+                dedupe_key=f"completion:{event_id}",
+                payload={"event_id": event_id},
                 run_after=None if defer is None else utcnow() + defer,
             )
-            results.append(Accepted(row.id, duplicate=False))
+            results.append(Accepted(event_id, duplicate=False))
     return results
 
 
