@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from .. import audit
-from ..db.engine import session_scope
+from ..db.engine import reader, session_scope
 from ..db.tables import Achievement, CourseMapping, Credential, Job, LmsSource, Review, utcnow
 from ..db.tables import CompletionEvent as EventRow
 from ..delivery import declines
@@ -162,22 +162,28 @@ def _run(context: JobContext) -> dict[str, Any]:
     return {"state": handle(context.services, str(context.job.payload["event_id"]))}
 
 
+_EVENT_AND_SOURCE = (  # built once: constructing a statement costs about as much as running it
+    select(EventRow, LmsSource)
+    .join(LmsSource, col(LmsSource.id) == col(EventRow.source_id))
+    .where(col(EventRow.id) == bindparam("b_event"))
+)
+_MAPPING = select(CourseMapping).where(
+    col(CourseMapping.source_id) == bindparam("b_source"), col(CourseMapping.course_id) == bindparam("b_course")
+)
+
+
 def handle(services: Services, event_id: str) -> str:
     """Decide one stored event and act on it; returns its final state. Safe to call again, or concurrently."""
-    with Session(services.engine) as session:
-        row = session.get(EventRow, event_id)
-        if row is None:
+    with Session(reader(services.engine)) as session:
+        found = session.exec(_EVENT_AND_SOURCE, params={"b_event": event_id}).first()
+        if found is None:
             raise NotFound(f"no completion event {event_id!r}")
+        row, source_row = found
         if row.state != "received":
             return row.state
-        source_row = session.get(LmsSource, row.source_id)
         mapping = session.exec(
-            select(CourseMapping).where(
-                CourseMapping.source_id == row.source_id,
-                CourseMapping.course_id == str(row.event["course_id"]),
-            )
+            _MAPPING, params={"b_source": row.source_id, "b_course": str(row.event["course_id"])}
         ).first()
-    assert source_row is not None
     event = CompletionEvent.from_json(row.event)
     if mapping is None:  # parked, not lost: creating the mapping re-queues it (`requeue_unmapped`)
         reason = (
@@ -197,7 +203,7 @@ def handle(services: Services, event_id: str) -> str:
 
 def decide_and_act(services: Services, row: EventRow, event: CompletionEvent, achievement_id: str) -> str:
     key = learner_key(event.source_id, event.learner_id)
-    with Session(services.engine) as session:
+    with Session(reader(services.engine)) as session:
         achievement = session.get(Achievement, achievement_id)
         if achievement is None:
             reason = f"the mapped achievement {achievement_id!r} no longer exists"
