@@ -453,6 +453,7 @@ class IssuanceService:
             prepared.append((number, request, row, audit_data))
         if not prepared:
             return outcomes
+        prepared = self._redraw_taken(prepared, taken)
         try:
             with session_scope(self.engine) as session:
                 for _, _, row, audit_data in prepared:
@@ -460,6 +461,40 @@ class IssuanceService:
         except IntegrityError:
             return outcomes + [self._one(number, request, actor=actor) for number, request, _, _ in prepared]
         return outcomes + [RowOutcome(number, row) for number, _, row, _ in prepared]
+
+    def _redraw_taken(
+        self, prepared: list[tuple[int, IssueRequest, Credential, dict[str, Any]]], taken: set[tuple[int, int]]
+    ) -> list[tuple[int, IssueRequest, Credential, dict[str, Any]]]:
+        """Rows whose random status index is already used in the database draw (and sign) again before the write:
+        with a few thousand credentials in a list, 100 random draws hit a used index more often than not, and one
+        hit would undo the whole chunk. (A credential issued concurrently can still collide: then the fallback.)"""
+        for _round in range(_INDEX_ATTEMPTS):
+            drawn: dict[int, list[int]] = {}
+            for _, _, row, _ in prepared:
+                drawn.setdefault(row.status_list_id, []).append(row.status_index)
+            with Session(reader(self.engine)) as session:
+                used = {
+                    (list_id, index)
+                    for list_id, indexes in drawn.items()
+                    for index in session.exec(
+                        select(Credential.status_index).where(
+                            col(Credential.status_list_id) == list_id, col(Credential.status_index).in_(indexes)
+                        )
+                    ).all()
+                }
+            if not used:
+                return prepared
+            taken |= used
+            redone = []
+            for number, request, row, audit_data in prepared:
+                if (row.status_list_id, row.status_index) in used:
+                    row, audit_data = self._prepare(
+                        request, idempotency_key=None, fingerprint=_fingerprint(request), learner_key=None, taken=taken
+                    )
+                    taken.add((row.status_list_id, row.status_index))
+                redone.append((number, request, row, audit_data))
+            prepared = redone
+        return prepared
 
     def _one(self, number: int, request: IssueRequest, *, actor: str, key: str | None = None) -> RowOutcome:
         try:

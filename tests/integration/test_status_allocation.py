@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 
 from issuer import audit
 from issuer.db.tables import Credential, Issuer, StatusList
+from issuer.issuance.service import IssuanceService
 from issuer.services import Services
 from issuer.status.allocation import STATUS_LIST_SIZE
 
@@ -52,25 +53,43 @@ def test_a_new_list_opens_when_the_current_one_is_half_full(
         assert entry["statusListIndex"] == str(row.status_index)
 
 
-def test_a_batch_whose_transaction_conflicts_is_issued_row_by_row(
-    client: TestClient[Any], admin: dict[str, str], achievement_id: str, services: Services, monkeypatch: Any
-) -> None:
-    """Batch rows are written in one transaction; when a status index in it was taken meanwhile, the whole
-    transaction is undone and every row is issued on its own: each row once, no index shared."""
-    draws = iter([5, 5, 6, 7, *range(8, 100)])
-    monkeypatch.setattr("issuer.issuance.service.secrets.randbelow", lambda _n: next(draws))
-    first = _issue(client, admin, achievement_id, 0)  # holds index 5
+def _batch_of_three(client: TestClient[Any], admin: dict[str, str], achievement_id: str) -> None:
     rows = [
         {"achievement_id": achievement_id, "recipient": {"email": f"b{n}@example.org", "name": f"B {n}"}}
         for n in range(3)
     ]
     response = client.post("/api/v1/credentials/batch", headers=admin, json=rows)
     assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["issued"] == 3 and body["failed"] == 0
+    assert response.json()["issued"] == 3 and response.json()["failed"] == 0
+
+
+def _stored(services: Services) -> tuple[list[Credential], bool]:
     with Session(services.engine) as session:
-        stored = session.exec(select(Credential)).all()
-        audit_ok = audit.verify_chain(session).ok
+        return list(session.exec(select(Credential)).all()), audit.verify_chain(session).ok
+
+
+def test_a_batch_row_that_drew_a_used_index_draws_again_before_the_write(
+    client: TestClient[Any], admin: dict[str, str], achievement_id: str, services: Services, monkeypatch: Any
+) -> None:
+    draws = iter([5, 5, 6, 7, *range(8, 100)])
+    monkeypatch.setattr("issuer.issuance.service.secrets.randbelow", lambda _n: next(draws))
+    _issue(client, admin, achievement_id, 0)  # holds index 5
+    _batch_of_three(client, admin, achievement_id)
+    stored, audit_ok = _stored(services)
+    assert sorted(c.status_index for c in stored) == [5, 6, 7, 8] and audit_ok  # only the row that drew 5 again
+
+
+def test_a_batch_whose_transaction_conflicts_is_issued_row_by_row(
+    client: TestClient[Any], admin: dict[str, str], achievement_id: str, services: Services, monkeypatch: Any
+) -> None:
+    """An index taken by a concurrent request after the batch looked (simulated: the look is skipped) undoes the
+    chunk's whole transaction, and every row is then issued on its own: each row once, no index shared."""
+    draws = iter([5, 5, 6, 7, *range(8, 100)])
+    monkeypatch.setattr("issuer.issuance.service.secrets.randbelow", lambda _n: next(draws))
+    monkeypatch.setattr(IssuanceService, "_redraw_taken", lambda _self, prepared, _taken: prepared)
+    first = _issue(client, admin, achievement_id, 0)  # holds index 5
+    _batch_of_three(client, admin, achievement_id)
+    stored, audit_ok = _stored(services)
     assert len(stored) == 4 and len({(c.status_list_id, c.status_index) for c in stored}) == 4
     assert {c.status_index for c in stored} == {5, 8, 9, 10}  # the chunk's 5, 6, 7 were undone with it
     assert first["id"] in {c.id for c in stored} and audit_ok
