@@ -23,6 +23,8 @@ from issuer.services import Services
 from issuer.settings import Settings
 from verifier.errors import FetchError
 
+from .smtp_sink import Sink, serve
+
 BASE = "http://issuer.test"
 
 
@@ -113,3 +115,13 @@ def count(services: Services, table: Any) -> int:
 
     with Session(services.engine) as session:
         return int(session.exec(select(func.count()).select_from(table)).one())
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A real SMTP server (aiosmtpd) on loopback that keeps what it is sent; modules that send email point their
+    `settings` at it with `smtp_settings`."""
+    sink = Sink()
+    controller = serve(sink)
+    yield sink
+    controller.stop()

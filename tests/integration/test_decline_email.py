@@ -3,7 +3,6 @@ against a real SMTP server, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,17 +17,9 @@ from issuer.settings import Settings
 from issuer.webhooks.service import handle
 
 from .lms_payloads import Delivery, Learner, deliver, source_body
-from .smtp_sink import SENDER, Sink, serve, smtp_settings
+from .smtp_sink import SENDER, Sink, smtp_settings
 
 NAME = "<script>alert('x')</script> Lovelace"
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    sink = Sink()
-    controller = serve(sink)
-    yield sink
-    controller.stop()
 
 
 @pytest.fixture

@@ -38,14 +38,6 @@ NAME = "Zoë <script>alert('name')</script> O'Brien"
 
 
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    sink = Sink()
-    controller = serve(sink)
-    yield sink
-    controller.stop()
-
-
-@pytest.fixture
 def settings(settings: Settings, sink: Sink) -> Settings:
     return smtp_settings(settings, sink)
 

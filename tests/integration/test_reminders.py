@@ -3,7 +3,7 @@ PostgreSQL, with the worker's clock moved forward instead of waiting months."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,17 +19,9 @@ from issuer.services import Services
 from issuer.settings import Settings
 
 from .conftest import BASE
-from .smtp_sink import SENDER, Sink, serve, smtp_settings
+from .smtp_sink import SENDER, Sink, smtp_settings
 
 NAME = "Zoë <script>alert(1)</script>"
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    sink = Sink()
-    controller = serve(sink)
-    yield sink
-    controller.stop()
 
 
 @pytest.fixture
