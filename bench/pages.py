@@ -2,7 +2,8 @@
 
 A fresh SQLite installation served by `issuer serve` (bench.service's harness) with 100 stored credentials; 10
 concurrent clients in closed loop GET `/c/{id}` (round-robin over the credentials) and POST `/api/v1/verify`
-(each body one of the stored credentials). Latency is measured by the client around each request.
+(each body one of the stored credentials). Latency is measured by the client around each request
+(`bench/loadgen.py`: a lean HTTP/1.1 client, so the client takes little of the machine's two cores).
 """
 
 from __future__ import annotations
@@ -14,39 +15,29 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from bench.loadgen import build_request, closed_loop, open_connections
 from bench.service import Level, fresh_database, learner, running_service
 
 
-async def _level(url_for: Any, method: str, body_for: Any, concurrency: int, requests: int) -> Level:
-    level = Level(concurrency, requests)
-    remaining = requests
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            n = remaining
-            start = time.perf_counter()
-            response = await client.request(method, url_for(n), json=body_for(n) if body_for else None)
-            level.latencies_ms.append((time.perf_counter() - start) * 1000)
-            if response.status_code != 200:
-                level.errors.append(f"HTTP {response.status_code}: {response.text[:300]}")
-
-    clients = [httpx.AsyncClient(limits=limits, timeout=60.0) for _ in range(concurrency)]
+async def _level(host: str, port: int, requests: list[bytes], concurrency: int) -> Level:
+    level = Level(concurrency, len(requests))
+    connections = await open_connections(host, port, concurrency)
     try:
-        for client in clients:  # warm-up: a few requests each, not counted
-            await client.request(method, url_for(0), json=body_for(0) if body_for else None)
+        await closed_loop(connections, requests[: 5 * concurrency], 120)  # warm-up, not counted
         start = time.perf_counter()
-        await asyncio.gather(*(worker(c) for c in clients))
+        level.latencies_ms, responses = await closed_loop(connections, requests, 600)
         level.wall_s = time.perf_counter() - start
     finally:
-        for client in clients:
-            await client.aclose()
+        for connection in connections:
+            connection.close()
+    for response in responses:
+        if isinstance(response, Exception):
+            level.errors.append(f"{type(response).__name__}: {response}")
+        elif response.status != 200:
+            level.errors.append(f"HTTP {response.status}: {response.text[:300]}")
     return level
 
 
@@ -70,20 +61,15 @@ def main(argv: list[str] | None = None) -> int:
                 response = client.post(f"{server.base_url}/api/v1/credentials", json=body, headers=headers)
                 response.raise_for_status()
                 stored.append(response.json())
-        page = asyncio.run(
-            _level(
-                lambda n: f"{server.base_url}/c/{stored[n % 100]['id']}", "GET", None, args.concurrency, args.requests
-            )
-        )
-        verify = asyncio.run(
-            _level(
-                lambda n: f"{server.base_url}/api/v1/verify",
-                "POST",
-                lambda n: stored[n % 100]["credential"],
-                args.concurrency,
-                args.requests // 2,
-            )
-        )
+        host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+        authority = f"{host}:{port}"
+        pages = [build_request("GET", authority, f"/c/{stored[n % 100]['id']}") for n in range(args.requests)]
+        checks = [
+            build_request("POST", authority, "/api/v1/verify", json_body=stored[n % 100]["credential"])
+            for n in range(args.requests // 2)
+        ]
+        page = asyncio.run(_level(host, int(port), pages, args.concurrency))
+        verify = asyncio.run(_level(host, int(port), checks, args.concurrency))
     results = {"page": page.summary(), "verify_api": verify.summary()}
     if page.errors or verify.errors:
         print(json.dumps({"errors": (page.errors + verify.errors)[:5]}), file=sys.stderr)

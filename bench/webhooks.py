@@ -49,6 +49,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from bench.loadgen import Connection, build_request, open_connections
 from bench.service import (
     NOISE_CORES,
     BenchError,
@@ -236,30 +237,41 @@ class Level:
 class Load:
     def __init__(self, server: Server, sender: Sender, watcher: Watcher) -> None:
         self.server, self.sender, self.watcher = server, sender, watcher
+        host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+        self.host, self.port, self.path = host, int(port), f"/webhooks/{SOURCE}"
 
     async def level(
         self, name: str, concurrency: int, completions: int, warmup: int, max_seconds: float, *, closed: bool
     ) -> Level:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with contextlib.AsyncExitStack() as stack:
-            clients = [
-                await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=60.0))
-                for _ in range(concurrency)
-            ]
+        connections = await open_connections(self.host, self.port, concurrency)
+        try:
             if warmup:
-                await self._drive(clients, Level("warm-up", concurrency, warmup), max_seconds, closed=True)
+                warm = Level("warm-up", concurrency, warmup)
+                await self._drive(connections, warm, self.requests(warmup), max_seconds, closed=True)
             level = Level(name, concurrency, completions)
+            requests = self.requests(completions)  # signed just before the clock starts: well inside the window
             before = CpuSnapshot.take(self.server)
             start = time.perf_counter()
-            await self._drive(clients, level, max_seconds, closed=closed, start=start)
+            await self._drive(connections, level, requests, max_seconds, closed=closed, start=start)
             level.wall_s = time.perf_counter() - start
             level.cpu = CpuSnapshot.take(self.server).since(before, level.wall_s)
+        finally:
+            for connection in connections:
+                connection.close()
         return level
+
+    def requests(self, count: int) -> list[bytes]:
+        built = []
+        for _ in range(count):
+            body, headers = self.sender.delivery()
+            built.append(build_request("POST", f"{self.host}:{self.port}", self.path, headers=headers, body=body))
+        return built
 
     async def _drive(
         self,
-        clients: list[httpx.AsyncClient],
+        connections: list[Connection],
         level: Level,
+        requests: list[bytes],
         max_seconds: float,
         *,
         closed: bool,
@@ -267,28 +279,26 @@ class Load:
     ) -> None:
         """Each client sends a completion; closed loop: waits for its credential before the next one; open: sends
         the next at once and the credentials are awaited at the end."""
-        remaining = level.completions
+        taken = iter(requests)
         waiting: list[asyncio.Task[None]] = []
         intake_done = 0.0
 
         async def credential(sent: float, future: asyncio.Future[float]) -> None:
             level.latencies_ms.append((await future - sent) * 1000)
 
-        async def sender(client: httpx.AsyncClient) -> None:
-            nonlocal remaining, intake_done
-            while remaining > 0:
-                remaining -= 1
-                body, headers = self.sender.delivery()
+        async def sender(connection: Connection) -> None:
+            nonlocal intake_done
+            for request in taken:
                 sent = time.perf_counter()
                 try:
-                    response = await client.post(self.sender.url, content=body, headers=headers)
-                except httpx.HTTPError as error:
+                    response = await connection.send(request)
+                except (OSError, ValueError) as error:
                     level.errors.append(f"{type(error).__name__}: {error}")
-                    continue
+                    return
                 level.answer_ms.append((time.perf_counter() - sent) * 1000)
                 intake_done = time.perf_counter()
-                if response.status_code != 202:
-                    level.errors.append(f"HTTP {response.status_code}: {response.text[:2000]}")
+                if response.status != 202:
+                    level.errors.append(f"HTTP {response.status}: {response.text[:2000]}")
                     continue
                 event_id = str(response.json()["id"])
                 level.event_ids.append(event_id)
@@ -299,7 +309,7 @@ class Load:
                     waiting.append(asyncio.ensure_future(waited))
 
         async def everything() -> None:
-            await asyncio.gather(*(sender(c) for c in clients))
+            await asyncio.gather(*(sender(c) for c in connections))
             await asyncio.gather(*waiting)
 
         try:

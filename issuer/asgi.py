@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from litestar import Litestar
 
 from .app import create_app
@@ -9,4 +11,16 @@ from .settings import Settings
 
 
 def app_factory() -> Litestar:
-    return create_app(Settings())
+    app = create_app(Settings())
+    freeze_startup_heap()
+    return app
+
+
+def freeze_startup_heap() -> None:
+    """Exempt everything built at start-up (modules, contexts, schemas: ~150,000 objects) from garbage collection.
+
+    Without this every full collection walks them all: ~100 ms with the process stopped, every few seconds under
+    load, which was the whole tail of the issuing latency. Frozen objects live as long as the process does, which
+    they would anyway."""
+    gc.collect()
+    gc.freeze()

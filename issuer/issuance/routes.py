@@ -14,6 +14,7 @@ from litestar.params import FromPath, JSONBody
 from sqlmodel import Session
 
 from ..auth import require
+from ..blocking import run_blocking
 from ..db.engine import session_scope
 from ..db.tables import Credential
 from ..delivery import mirrors
@@ -57,14 +58,15 @@ class CredentialsController(Controller):
     path = "/api/v1/credentials"
     tags = ["credentials"]  # noqa: RUF012 (Litestar declares it as a plain attribute)
 
-    @post("/", guards=[require("issue")], sync_to_thread=True)
-    def issue(
+    @post("/", guards=[require("issue")])
+    async def issue(
         self, data: JSONBody[IssueRequest], services: ServicesDep, actor: ActorDep, request: Request[Any, Any, Any]
     ) -> Response[dict[str, Any]]:
         key = request.headers.get("idempotency-key")
         if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):
             raise BadRequest("Idempotency-Key must be 1 to 255 printable characters")
-        issued = services.issuance.issue(data, actor=actor, idempotency_key=key)
+        issue = services.issuance.issue
+        issued = await run_blocking(services.engine, issue, data, actor=actor, idempotency_key=key)
         body = credential_view(services, issued.credential, include=data.format or "ldp")
         headers = {"Location": body["url"]} | ({"Idempotent-Replayed": "true"} if issued.replayed else {})
         return Response(body, status_code=201, headers=headers)

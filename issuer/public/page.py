@@ -40,6 +40,7 @@ from sqlmodel import Session, col
 
 from verifier import Status, Verdict, VerificationReport
 
+from ..blocking import run_blocking
 from ..db.engine import reader
 from ..db.tables import Credential, SigningKey
 from ..delivery.linkedin import add_to_profile_url
@@ -155,10 +156,10 @@ class PageController(Controller):
     tags = ["verification page"]  # noqa: RUF012 (Litestar declares it as a plain attribute)
     include_in_schema = False
 
-    @get("/c/{credential_id:str}", sync_to_thread=True)
-    def page(self, credential_id: FromPath[str], services: ServicesDep) -> Response[str] | Template:
+    @get("/c/{credential_id:str}")
+    async def page(self, credential_id: FromPath[str], services: ServicesDep) -> Response[str] | Template:
         try:
-            return render_credential_page(services, credential_id)
+            return await run_blocking(services.engine, render_credential_page, services, credential_id)
         except NotFound:
             return _not_found(services)
 

@@ -7,7 +7,6 @@ LMS's timeout (10-15 s) is never at risk: deciding and signing happen in the bac
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -21,6 +20,7 @@ from sqlmodel import Session, col, func, select
 
 from .. import audit
 from ..auth import require
+from ..blocking import run_blocking
 from ..db.engine import session_scope
 from ..db.tables import Achievement, CourseMapping, LmsSource, Review
 from ..db.tables import CompletionEvent as EventRow
@@ -60,7 +60,7 @@ class WebhookController(Controller):
             headers={k.lower(): v for k, v in request.headers.items()},
             query={k: v for k, v in request.query_params.items()},
         )
-        return await asyncio.to_thread(receive, services, source_id, inbound)
+        return await run_blocking(services.engine, receive, services, source_id, inbound)
 
 
 def receive(services: Services, source_id: str, inbound: Inbound) -> Response[dict[str, Any]]:
