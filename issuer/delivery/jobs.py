@@ -41,7 +41,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from sqlalchemy import Engine, and_, event, or_, update
+from sqlalchemy import Engine, and_, bindparam, event, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
@@ -147,6 +147,14 @@ def load_handlers() -> None:
 
 
 _JOB_COLUMNS = tuple(col(getattr(Job, column.name)) for column in Job.__table__.columns)  # type: ignore[attr-defined]
+_ENQUEUED = ("kind", "subject", "dedupe_key", "payload", "state", "attempts", "max_attempts", "run_after")
+_ENQUEUE = {  # per dialect, built once: constructing the statement costs more than running it
+    dialect.dialect.name: dialect.insert(Job)
+    .values({name: bindparam(name) for name in (*_ENQUEUED, "created_at", "updated_at")})
+    .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    .returning(*_JOB_COLUMNS)
+    for dialect in (postgresql, sqlite)
+}
 
 
 def enqueue(
@@ -179,9 +187,7 @@ def enqueue(
         "created_at": now,
         "updated_at": now,
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(Job).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    inserted = session.connection().execute(statement.returning(*_JOB_COLUMNS)).first()
+    inserted = session.connection().execute(_ENQUEUE[session.get_bind().dialect.name], values).first()
     if inserted is None:  # the job with this dedupe key that was there first
         return session.exec(select(Job).where(Job.dedupe_key == dedupe_key)).one()
     if run_after is None or run_after <= now:  # a job due later is found by a poll then, not worth a wake-up now

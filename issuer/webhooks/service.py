@@ -98,28 +98,20 @@ def accept(
     `defer`: the job becomes due that much later (the event is being decided inline; the job is the safety net)."""
     results: list[Accepted] = []
     with session_scope(services.engine) as session:
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        store = _STORE_EVENT[session.get_bind().dialect.name]
         for event in events:
             event_id = str(uuid.uuid4())
             # One statement: a known (source, external id) inserts nothing (PostgreSQL first waits for a twin
             # still being committed), and the delivery is answered with the first one's id.
-            stored = (
-                session.connection()
-                .execute(
-                    dialect.insert(EventRow)
-                    .values(
-                        id=event_id,
-                        source_id=event.source_id,
-                        external_id=event.external_id,
-                        event=event.to_json(),
-                        state="received",
-                        received_at=utcnow(),
-                    )
-                    .on_conflict_do_nothing(index_elements=["source_id", "external_id"])
-                    .returning(col(EventRow.id))
-                )
-                .first()
-            )
+            values = {
+                "id": event_id,
+                "source_id": event.source_id,
+                "external_id": event.external_id,
+                "event": event.to_json(),
+                "state": "received",
+                "received_at": utcnow(),
+            }
+            stored = session.connection().execute(store, values).first()
             if stored is None:
                 first = _existing(session, event)
                 if first is None:  # cannot happen: the conflicting row is committed and visible
@@ -136,6 +128,15 @@ def accept(
             )
             results.append(Accepted(event_id, duplicate=False))
     return results
+
+
+_STORE_EVENT = {  # per dialect, built once: constructing the statement costs about as much as running it
+    dialect.dialect.name: dialect.insert(EventRow)
+    .values({name: bindparam(name) for name in ("id", "source_id", "external_id", "event", "state", "received_at")})
+    .on_conflict_do_nothing(index_elements=["source_id", "external_id"])
+    .returning(col(EventRow.id))
+    for dialect in (postgresql, sqlite)
+}
 
 
 def _existing(session: Session, event: CompletionEvent) -> str | None:
@@ -333,11 +334,22 @@ def _learner_credentials(
     """One query for what the rules need to know about the learner's active credentials: which of `achievements`
     they hold, the credential this very event issued (a re-run after a crash), and the emails used before."""
     own_key = idempotency_key(event_id)
-    who = [col(Credential.learner_key) == key, col(Credential.idempotency_key) == own_key]
+    parameters: dict[str, Any] = {"b_key": key, "b_own": own_key}
     if event.email:
-        same_email = func.lower(col(Credential.recipient_email)) == event.email.strip().lower()
-        who.append(and_(col(Credential.achievement_id).in_(achievements), same_email))
-    statement = (
+        parameters |= {"b_email": event.email.strip().lower(), "b_achievements": achievements}
+    rows = session.connection().execute(_LEARNER_CREDENTIALS[bool(event.email)], parameters).all()
+    held = {achievement: credential for achievement, credential, *_ in rows if achievement in achievements}
+    own = next((credential for _, credential, _, idem, _ in rows if idem == own_key), None)
+    known = {email for _, _, learner, _, email in rows if learner == key and email}
+    return held, own, known
+
+
+def _learner_credentials_statement(by_email: bool) -> Any:
+    who = [col(Credential.learner_key) == bindparam("b_key"), col(Credential.idempotency_key) == bindparam("b_own")]
+    if by_email:
+        same_email = func.lower(col(Credential.recipient_email)) == bindparam("b_email")
+        who.append(and_(col(Credential.achievement_id).in_(bindparam("b_achievements", expanding=True)), same_email))
+    return (
         sa_select(
             col(Credential.achievement_id),
             col(Credential.id),
@@ -348,11 +360,10 @@ def _learner_credentials(
         .where(or_(*who), col(Credential.revoked_at).is_(None))
         .order_by(col(Credential.created_at).desc())
     )
-    rows = session.connection().execute(statement).all()
-    held = {achievement: credential for achievement, credential, *_ in rows if achievement in achievements}
-    own = next((credential for _, credential, _, idem, _ in rows if idem == own_key), None)
-    known = {email for _, _, learner, _, email in rows if learner == key and email}
-    return held, own, known
+
+
+# With and without the event's email; built once (constructing the statement cost more than running it).
+_LEARNER_CREDENTIALS = {by_email: _learner_credentials_statement(by_email) for by_email in (False, True)}
 
 
 class _AlreadyDecided(Exception):
