@@ -1,27 +1,41 @@
-"""Where a hot request's blocking work runs: on the event loop for SQLite, on a worker thread for PostgreSQL.
+"""Where a hot request's blocking work runs: on the event loop when the database is local, else on a thread.
 
-On SQLite the work is all CPU in this process (the database is a library call; the write lock is held for a
-short transaction and waited for in a queue), so handing it to a thread only adds the hop: a future, a wake-up of
-the loop through its self-pipe and two context switches, ~1 ms of CPU per request, a fifth of issuing one. On
-PostgreSQL the work waits on round trips to the server, which a thread lets the loop overlap with other
-requests. Measured with `python -m bench.service` (docs/benchmarks.md).
+Issuing a credential, serving the verification page and taking in or deciding an LMS completion are nearly all
+CPU in this process: the database is a library call (SQLite) or a loopback round trip of ~0.1 ms (PostgreSQL on
+the same host). Handing such work to a thread only adds cost: a future, a wake-up of the loop through its
+self-pipe, two context switches and the GIL passed back and forth between threads, ~1 ms of CPU per request. Run
+on the loop, requests in one process simply take turns; `python -m bench.service` and `python -m bench.webhooks`
+measured 20-80% more throughput that way on both databases (docs/benchmarks.md). With PostgreSQL on another host a
+request would hold the loop through every round trip, so there the work goes to a thread and the loop keeps
+serving while it waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from sqlalchemy import Engine
 
-from .db.engine import is_postgres
-
 P = ParamSpec("P")
 T = TypeVar("T")
 
+_LOCAL_HOSTS = frozenset({None, "", "localhost", "127.0.0.1", "::1"})
+
+
+@functools.lru_cache(maxsize=64)
+def runs_on_loop(engine: Engine) -> bool:
+    """SQLite, or PostgreSQL on this host (loopback or a Unix socket): the hot paths run on the event loop."""
+    if engine.dialect.name == "sqlite":
+        return True
+    query_host = engine.url.query.get("host")  # libpq's ?host=/run/postgresql (a str, or a tuple when repeated)
+    host = engine.url.host or (query_host if isinstance(query_host, str) else None)
+    return host in _LOCAL_HOSTS or (host is not None and host.startswith("/"))
+
 
 async def run_blocking(engine: Engine, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    if is_postgres(engine):
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    return fn(*args, **kwargs)
+    if runs_on_loop(engine):
+        return fn(*args, **kwargs)
+    return await asyncio.to_thread(fn, *args, **kwargs)

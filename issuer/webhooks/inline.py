@@ -2,15 +2,16 @@
 
 The job path alone costs a completion its wait for the worker (one thread per process, claiming batches, so one
 process's worker may hold jobs the other's would run at once) plus three write transactions of job bookkeeping
-(claim, start, finish) before and after the work. Here the webhook's process hands the freshly stored event to a
-small thread pool as soon as the event and its job are committed: `handle` runs while the LMS already has its
-202. The event's job is stored due a little later (`GRACE`) and is finished by `conclude` in the same transaction
-that decides the event, so in the normal case no worker ever runs it; if this process dies, or enrichment fails
+(claim, start, finish) before and after the work. Here the webhook's process decides the freshly stored event
+as soon as the event and its job are committed: `handle` runs while the LMS already has its 202, on the event
+loop after the response where the database is local (`issuer/blocking.py`), else in a small thread pool. The
+event's job is stored due a little later (`GRACE`) and is finished by `conclude` in the same transaction that
+decides the event, so in the normal case no worker ever runs it; if this process dies, or enrichment fails
 (the LMS's API is down), the job runs after the grace with its usual retries. `handle` is idempotent, so the two
 paths meeting is harmless.
 
 Only where this process runs background work at all (`jobs_embedded`); with a separate `issuer worker`, the
-job is due at once as before. The pool is bounded: beyond `MAX_WAITING` events in flight, new ones are left to
+job is due at once as before. Both ways are bounded: beyond `MAX_WAITING` events in flight, new ones are left to
 the job workers (due at once), so a burst never builds an unbounded queue in memory.
 """
 
@@ -22,6 +23,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from litestar.background_tasks import BackgroundTask
+
+from ..blocking import runs_on_loop
 from ..services import Services
 from .service import handle
 
@@ -61,15 +65,28 @@ def release(count: int) -> None:
         _waiting = max(0, _waiting - count)
 
 
-def submit(services: Services, event_ids: Iterable[str]) -> None:
-    """Decide each (already admitted) event in the pool."""
+def submit(services: Services, event_ids: Iterable[str]) -> BackgroundTask | None:
+    """Decide each (already admitted) event: where the database is local, returns the task that does it on the event
+    loop once the 202 is sent (attach it to the response), since deciding is then nearly all CPU in this process
+    and a thread would only compete with the loop for the GIL (`issuer/blocking.py`); else in the pool (None)."""
     global _pool
+    ids = list(event_ids)
+    if not ids:
+        return None
+    if runs_on_loop(services.engine):
+
+        async def decide_after_response() -> None:
+            for event_id in ids:
+                _decide(services, event_id)
+
+        return BackgroundTask(decide_after_response)
     with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="lms-decide")
         pool = _pool
-    for event_id in event_ids:
+    for event_id in ids:
         pool.submit(_decide, services, event_id)
+    return None
 
 
 def _decide(services: Services, event_id: str) -> None:
