@@ -202,19 +202,22 @@ def handle(services: Services, event_id: str) -> str:
     return decide_and_act(services, row, event, mapping.achievement_id)
 
 
+_RULES = sa_select(col(Achievement.rules)).where(col(Achievement.id) == bindparam("b_achievement"))  # built once
+
+
 def decide_and_act(services: Services, row: EventRow, event: CompletionEvent, achievement_id: str) -> str:
     key = learner_key(event.source_id, event.learner_id)
     with Session(reader(services.engine)) as session:
-        achievement = session.get(Achievement, achievement_id)
-        if achievement is None:
+        stored_rules = session.connection().execute(_RULES, {"b_achievement": achievement_id}).first()
+        if stored_rules is None:
             reason = f"the mapped achievement {achievement_id!r} no longer exists"
             return conclude(services, row, event, "ignored", {"outcome": "ignored", "reason": reason})
-        rules = AchievementRules.model_validate(achievement.rules or {})
-        held, own, known = _learner_credentials(session, key, event, row.id, [achievement.id, *rules.prerequisites])
-        already = held.get(achievement.id)
+        rules = AchievementRules.model_validate(stored_rules[0] or {})
+        held, own, known = _learner_credentials(session, key, event, row.id, [achievement_id, *rules.prerequisites])
+        already = held.get(achievement_id)
         if not rules.allow_repeat and already is not None and already != own:
             reason = "the learner already holds an active credential for this achievement; no second one is issued"
-            duplicate = {"outcome": "duplicate", "reason": reason, "achievement": achievement.id}
+            duplicate = {"outcome": "duplicate", "reason": reason, "achievement": achievement_id}
             return conclude(services, row, event, "ignored", duplicate, credential_id=already)
         names: dict[str, str] = {}
         if rules.prerequisites:
