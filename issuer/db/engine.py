@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -119,7 +118,7 @@ def _sqlite_writer_queue(engine: Engine) -> Iterator[None]:
             yield
             return
         if state[1] == 0:  # the outermost writer of this process on this thread takes the file lock
-            handle = _lock_file(f"{path}.writers")
+            handle = open(f"{path}.writers", "a+b")  # noqa: SIM115 (held across the yield)
             fcntl.flock(handle, fcntl.LOCK_EX)
             state[0] = handle
         state[1] += 1
@@ -129,19 +128,9 @@ def _sqlite_writer_queue(engine: Engine) -> Iterator[None]:
             state[1] -= 1
             if state[1] == 0 and state[0] is not None:
                 fcntl.flock(state[0], fcntl.LOCK_UN)
+                state[0].close()
                 state[0] = None
-
-
-def _lock_file(path: str) -> BinaryIO:
-    """The process's own open file for `path`, opened once. Per process, never inherited: an flock belongs to the
-    open file description, which a forked child would share with its parent (and then not exclude it)."""
-    key = (os.getpid(), path)
-    handle = _LOCK_FILES.get(key)
-    if handle is None:
-        handle = _LOCK_FILES[key] = open(path, "a+b")  # noqa: SIM115 (kept open for the process's life)
-    return handle
 
 
 _SQLITE_WRITERS: dict[str, threading.RLock] = {}
 _FLOCK_STATE: dict[str, list[Any]] = {}
-_LOCK_FILES: dict[tuple[int, str], BinaryIO] = {}
