@@ -15,13 +15,14 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from .. import audit
 from ..auth import require
 from ..blocking import run_blocking
-from ..db.engine import session_scope
+from ..db.engine import reader, session_scope
 from ..db.tables import Achievement, CourseMapping, LmsSource, Review
 from ..db.tables import CompletionEvent as EventRow
 from ..errors import Conflict, NotFound, ValidationFailed
@@ -63,9 +64,12 @@ class WebhookController(Controller):
         return await run_blocking(services.engine, receive, services, source_id, inbound)
 
 
+_SOURCE = select(LmsSource).where(col(LmsSource.id) == bindparam("b_source"))  # built once, read outside a transaction
+
+
 def receive(services: Services, source_id: str, inbound: Inbound) -> Response[dict[str, Any]]:
-    with Session(services.engine) as session:
-        row = session.get(LmsSource, source_id)
+    with Session(reader(services.engine)) as session:
+        row = session.exec(_SOURCE, params={"b_source": source_id}).first()
     if row is None or not row.enabled or row.platform not in registry():
         raise NotFound(f"no webhook source {source_id!r}")
     source = source_of(services.master_key, row)
