@@ -4,7 +4,7 @@ The job path alone costs a completion its wait for the worker (one thread per pr
 process's worker may hold jobs the other's would run at once) plus three write transactions of job bookkeeping
 (claim, start, finish) before and after the work. Here the webhook's process decides the freshly stored event
 as soon as the event and its job are committed: `handle` runs while the LMS already has its 202, on the event
-loop after the response where the database is local (`issuer/blocking.py`), else in a small thread pool. The
+loop where the database is local (`issuer/blocking.py`), else in a small thread pool. The
 event's job is stored due a little later (`GRACE`) and is finished by `conclude` in the same transaction that
 decides the event, so in the normal case no worker ever runs it; if this process dies, or enrichment fails
 (the LMS's API is down), the job runs after the grace with its usual retries. `handle` is idempotent, so the two
@@ -17,13 +17,12 @@ the job workers (due at once), so a burst never builds an unbounded queue in mem
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-
-from litestar.background_tasks import BackgroundTask
 
 from ..blocking import runs_on_loop
 from ..services import Services
@@ -38,6 +37,7 @@ MAX_WAITING = 64
 _pool: ThreadPoolExecutor | None = None
 _waiting = 0
 _lock = threading.Lock()
+_on_loop: set[asyncio.Task[None]] = set()
 
 
 def admit(services: Services, count: int) -> bool:
@@ -65,28 +65,32 @@ def release(count: int) -> None:
         _waiting = max(0, _waiting - count)
 
 
-def submit(services: Services, event_ids: Iterable[str]) -> BackgroundTask | None:
-    """Decide each (already admitted) event: where the database is local, returns the task that does it on the event
-    loop once the 202 is sent (attach it to the response), since deciding is then nearly all CPU in this process
-    and a thread would only compete with the loop for the GIL (`issuer/blocking.py`); else in the pool (None)."""
+def submit(services: Services, event_ids: Iterable[str]) -> None:
+    """Decide each (already admitted) event. Where the database is local, on the event loop (the caller runs there,
+    `issuer/blocking.py`) as a task that first lets the 202 go out: deciding is then nearly all CPU in this process
+    and a thread would only compete with the loop for the GIL. Else in the pool. Either way it runs even if the
+    LMS hangs up before reading its answer, so every place `admit` reserved is given back."""
     global _pool
     ids = list(event_ids)
     if not ids:
-        return None
+        return
     if runs_on_loop(services.engine):
-
-        async def decide_after_response() -> None:
-            for event_id in ids:
-                _decide(services, event_id)
-
-        return BackgroundTask(decide_after_response)
+        task = asyncio.get_running_loop().create_task(_decide_on_loop(services, ids))
+        _on_loop.add(task)  # the loop keeps only a weak reference to its tasks
+        task.add_done_callback(_on_loop.discard)
+        return
     with _lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="lms-decide")
         pool = _pool
     for event_id in ids:
         pool.submit(_decide, services, event_id)
-    return None
+
+
+async def _decide_on_loop(services: Services, event_ids: list[str]) -> None:
+    await asyncio.sleep(0)  # the request's own coroutine sends the 202 first
+    for event_id in event_ids:
+        _decide(services, event_id)
 
 
 def _decide(services: Services, event_id: str) -> None:

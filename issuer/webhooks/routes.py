@@ -87,10 +87,9 @@ def receive(services: Services, source_id: str, inbound: Inbound) -> Response[di
         if now:
             inline.release(len(parsed.events))
         raise
-    background = None
     if now:
         inline.release(sum(1 for a in accepted if a.duplicate))
-        background = inline.submit(services, [a.event_id for a in accepted if not a.duplicate])
+        inline.submit(services, [a.event_id for a in accepted if not a.duplicate])
     fresh = any(not a.duplicate for a in accepted)
     first = accepted[0].event_id
     body = {
@@ -98,8 +97,7 @@ def receive(services: Services, source_id: str, inbound: Inbound) -> Response[di
         "id": first,
         "events": [{"id": a.event_id, "duplicate": a.duplicate} for a in accepted],
     }
-    location = {"Location": f"/api/v1/lms/events/{first}"}
-    return Response(body, status_code=202 if fresh else 200, headers=location, background=background)
+    return Response(body, status_code=202 if fresh else 200, headers={"Location": f"/api/v1/lms/events/{first}"})
 
 
 # --------------------------------------------------------------------------------------------- sources
