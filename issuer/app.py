@@ -28,14 +28,17 @@ from .problems import EXCEPTION_HANDLERS
 from .public.page import PageController, template_config
 from .public.routes import PublicController
 from .public.verify_api import VerifyApiController
-from .services import Services
+from .services import Services, ServicesDep
 from .settings import Settings
 from .webhooks.reviews import ReviewsController
 from .webhooks.routes import LmsController, WebhookController
 
 
-def build_services(settings: Settings, *, run_migrations: bool = True) -> Services:
-    engine = make_engine(settings.database_url)
+def build_services(
+    settings: Settings, *, run_migrations: bool = True, background_checkpoints: bool = False
+) -> Services:
+    """`background_checkpoints`: for server processes (see db/checkpoints.py)."""
+    engine = make_engine(settings.database_url, background_checkpoints=background_checkpoints)
     if run_migrations:
         migrate(engine)
     master_key = load_master_key(settings)
@@ -50,7 +53,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Litestar
     def provide_services() -> Services:
         return services
 
-    def provide_actor(request: Request[Any, Any, Any]) -> str:
+    def provide_actor(request: Request[Any, Any, Any], services: ServicesDep) -> str:
+        """Takes `services` only to come after it: Litestar resolves independent dependencies concurrently, in an
+        anyio task group per request, which costs more than both of these together."""
         key = request.scope.get("state", {}).get("api_key")
         return f"api-key:{key.id}" if key is not None else "anonymous"
 

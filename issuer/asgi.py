@@ -6,12 +6,13 @@ import gc
 
 from litestar import Litestar
 
-from .app import create_app
+from .app import build_services, create_app
 from .settings import Settings
 
 
 def app_factory() -> Litestar:
-    app = create_app(Settings())
+    settings = Settings()
+    app = create_app(settings, build_services(settings, background_checkpoints=True))
     freeze_startup_heap()
     return app
 

@@ -86,6 +86,9 @@ class _LoaderState:
     def __init__(self, loader: DocumentLoader) -> None:
         self.resolved_contexts: LRUCache[Any, Any] = LRUCache(maxsize=256)
         self.shapes = _ShapeCache()
+        # The last few canonical forms, by template and leaf strings: the same document is canonicalized twice
+        # when it is signed and then verified (issuing self-checks every credential). A pure function's memo.
+        self.recent: _Recent = _Recent(maxsize=_RECENT_SIZE)
         self.terms = _all_keys(loader.documents.values())
 
 
@@ -160,6 +163,29 @@ _SHAPE_CACHE_SIZE = 512
 # A template slot is either a constant term or (leaf index, is_iri, prefix, suffix).
 _Slot = str | tuple[int, bool, str, str]
 _Template = tuple[tuple[_Slot, _Slot, _Slot, _Slot], ...]
+
+
+_RECENT_SIZE = 32
+
+
+class _Recent:
+    """A small LRU map shared by threads (jobs and request threads canonicalize concurrently)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._entries: LRUCache[tuple[str, ...], tuple[_Template, str]] = LRUCache(maxsize=maxsize)
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> tuple[_Template, str] | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, key: tuple[str, ...], value: tuple[_Template, str]) -> None:
+        with self._lock:
+            self._entries[key] = value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 class _ShapeCache:
@@ -318,9 +344,18 @@ def _fill(template: _Template, leaves: list[str], terms: frozenset[str]) -> list
 def to_quads(document: dict[str, Any], loader: DocumentLoader) -> list[rdfc.Quad]:
     """The document's RDF dataset, through the shape cache when it can, else the reference."""
     state = _state(loader)
+    found = _template_for(document, state, loader)
+    quads = _fill(found[0], found[1], state.terms) if found is not None else None
+    return quads if quads is not None else to_quads_reference(document, loader)
+
+
+def _template_for(
+    document: dict[str, Any], state: _LoaderState, loader: DocumentLoader
+) -> tuple[_Template, list[str]] | None:
+    """The document's shape template and its leaf strings, or None when it must go to the reference."""
     shaped = _shape(document, state.terms)
     if shaped is None:
-        return to_quads_reference(document, loader)
+        return None
     shape, leaves = shaped
     template = state.shapes.get(shape)
     if template is False:
@@ -328,17 +363,30 @@ def to_quads(document: dict[str, Any], loader: DocumentLoader) -> list[rdfc.Quad
         template = _compile(document, len(leaves), loader, state.terms)
         state.shapes.put(shape, template)
     if template is None or template is True:
-        return to_quads_reference(document, loader)
-    quads = _fill(template, leaves, state.terms)
-    if quads is None:
-        return to_quads_reference(document, loader)
-    state.shapes.hits += 1
-    return quads
+        return None
+    return template, leaves
 
 
 def canonicalize(document: dict[str, Any], loader: DocumentLoader | None = None) -> str:
     """RDFC-1.0 canonical N-Quads of a JSON-LD document (safe mode: undefined terms fail)."""
-    return rdfc.canonicalize(to_quads(document, loader or default_loader()))
+    loader = loader or default_loader()
+    state = _state(loader)
+    found = _template_for(document, state, loader)
+    if found is None:
+        return rdfc.canonicalize(to_quads_reference(document, loader))
+    template, leaves = found
+    key = tuple(leaves)
+    recent = state.recent.get(key)
+    if recent is not None and recent[0] is template:
+        state.shapes.hits += 1
+        return recent[1]
+    quads = _fill(template, leaves, state.terms)
+    if quads is None:
+        return rdfc.canonicalize(to_quads_reference(document, loader))
+    state.shapes.hits += 1
+    canonical = rdfc.canonicalize(quads)
+    state.recent.put(key, (template, canonical))
+    return canonical
 
 
 def canonicalize_reference(document: dict[str, Any], loader: DocumentLoader | None = None) -> str:

@@ -45,3 +45,12 @@ def test_a_remote_postgresql_gets_a_worker_thread() -> None:
     url = "postgresql+psycopg://issuer@db.internal.example:5432/issuer"
     assert not runs_on_loop(create_engine(url))
     assert not _ran_on_loop(url)
+
+
+def test_api_key_guards_are_coroutines() -> None:
+    """Litestar runs a plain-function guard on a worker thread: every authenticated request would hop threads."""
+    import inspect
+
+    from issuer.auth import require
+
+    assert inspect.iscoroutinefunction(require("read"))

@@ -128,3 +128,28 @@ def test_inline_context_goes_to_reference_and_matches() -> None:
     document["credentialSubject"]["nickname"] = "Ada"
     assert canonicalize(document) == canonicalize_reference(document)
     assert "https://example.org/vocab#nickname" in canonicalize(document)
+
+
+def test_a_repeat_comes_from_the_memo_and_only_an_identical_document_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issuing canonicalizes each document twice (signing, then the self-check): the second is a lookup. A document
+    with the very same strings but another shape (here a number) is canonicalized on its own."""
+    from verifier import rdfc
+
+    runs: list[int] = []
+    real = rdfc.canonicalize
+
+    def counted(quads: Any) -> str:
+        runs.append(1)
+        return real(quads)
+
+    monkeypatch.setattr(rdfc, "canonicalize", counted)
+    one = make_credential(4242)
+    one["credentialSubject"]["achievement"]["creditsAvailable"] = 1.5
+    first = canonicalize(one)
+    again = canonicalize(copy.deepcopy(one))
+    assert again == first == canonicalize_reference(one)
+    assert len(runs) == 2  # the first call and the reference: the repeat ran no canonicalization
+
+    other = copy.deepcopy(one)
+    other["credentialSubject"]["achievement"]["creditsAvailable"] = 2.5  # same strings, another shape
+    assert canonicalize(other) == canonicalize_reference(other) != first
