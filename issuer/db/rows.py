@@ -8,9 +8,10 @@ a third. The row object is still built through the model, so field defaults appl
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Table, insert
+from sqlalchemy import Insert, Select, Table, insert, select
 from sqlmodel import Session, SQLModel
 
 
@@ -32,3 +33,23 @@ def insert_row(session: Session, row: SQLModel) -> Any:
     if autoincrement and key is not None:
         setattr(row, autoincrement[0], key[0])
     return key[0] if key is not None else None
+
+
+def select_models(*models: type[SQLModel]) -> Select[Any]:
+    """A Core SELECT of every column of `models`' tables, in order; join and filter it, then read with `models_of`."""
+    return select(*(column for model in models for column in model.__table__.columns))  # type: ignore[attr-defined]
+
+
+def models_of(row: Sequence[Any], *models: type[SQLModel]) -> tuple[Any, ...]:
+    """Read-only snapshots of `models` from a row of `select_models(*models)`.
+
+    Built with `model_construct`: no validation (the values come from the database through the columns' own
+    types) and no ORM state, ~5 us each against ~90 us for loading the same two objects through a Session. Such a
+    snapshot reads like the model but belongs to no session: never add it to one, load the row instead."""
+    snapshots, start = [], 0
+    for model in models:
+        columns = model.__table__.columns  # type: ignore[attr-defined]
+        values = {column.key: row[start + offset] for offset, column in enumerate(columns)}
+        snapshots.append(model.model_construct(**values))
+        start += len(columns)
+    return tuple(snapshots)

@@ -25,7 +25,7 @@ from verifier.suites import eddsa_rdfc_2022, vc_jwt
 from .. import audit
 from ..achievements.schemas import to_ob3
 from ..db.engine import reader, session_scope
-from ..db.rows import insert_row
+from ..db.rows import insert_row, models_of, select_models
 from ..db.tables import Achievement, Credential, Issuer, utcnow
 from ..delivery import mailer, mirrors, reminders
 from ..errors import (
@@ -49,7 +49,7 @@ _INDEX_ATTEMPTS = 32
 BATCH_CHUNK = 100  # batch rows written per transaction
 _BY_IDEMPOTENCY_KEY = select(Credential).where(col(Credential.idempotency_key) == bindparam("key"))
 _ACHIEVEMENT_AND_ISSUER = (  # built once: constructing the statement costs more than running it
-    select(Achievement, Issuer)
+    select_models(Achievement, Issuer)
     .join(Issuer, col(Issuer.id) == col(Achievement.issuer_id))
     .where(col(Achievement.id) == bindparam("achievement"))
 )
@@ -161,13 +161,16 @@ class IssuanceService:
         list when the current one is half full). Three queries: achievement with issuer, the issuer's published
         keys (signers and the DID document to verify against), and, now and then, the current status list."""
         with Session(reader(self.engine)) as session:
-            found = session.exec(_ACHIEVEMENT_AND_ISSUER, params={"achievement": request.achievement_id}).first()
-            if found is None:
+            found = session.connection().execute(_ACHIEVEMENT_AND_ISSUER, {"achievement": request.achievement_id})
+            pair = found.first()
+            if pair is None:
                 raise ValidationFailed(
                     f"achievement_id {request.achievement_id!r} does not exist",
                     errors=[{"field": "achievement_id", "message": "no such achievement"}],
                 )
-            achievement, issuer = found
+            achievement: Achievement
+            issuer: Issuer
+            achievement, issuer = models_of(pair, Achievement, Issuer)
             keys = signing_material(session, issuer, self.master_key)
             status_list = self.status_lists.current(session, issuer.id) or self.status_lists.open(issuer.id)
             now = self.clock()

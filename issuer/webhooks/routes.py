@@ -23,6 +23,7 @@ from .. import audit
 from ..auth import require
 from ..blocking import run_blocking
 from ..db.engine import reader, session_scope
+from ..db.rows import models_of, select_models
 from ..db.tables import Achievement, CourseMapping, LmsSource, Review
 from ..db.tables import CompletionEvent as EventRow
 from ..errors import Conflict, NotFound, ValidationFailed
@@ -64,12 +65,13 @@ class WebhookController(Controller):
         return await run_blocking(services.engine, receive, services, source_id, inbound)
 
 
-_SOURCE = select(LmsSource).where(col(LmsSource.id) == bindparam("b_source"))  # built once, read outside a transaction
+_SOURCE = select_models(LmsSource).where(col(LmsSource.id) == bindparam("b_source"))  # built once
 
 
 def receive(services: Services, source_id: str, inbound: Inbound) -> Response[dict[str, Any]]:
-    with Session(reader(services.engine)) as session:
-        row = session.exec(_SOURCE, params={"b_source": source_id}).first()
+    with reader(services.engine).connect() as connection:  # a read-only snapshot, no ORM session (hot path)
+        found = connection.execute(_SOURCE, {"b_source": source_id}).first()
+    row: LmsSource | None = models_of(found, LmsSource)[0] if found is not None else None
     if row is None or not row.enabled or row.platform not in registry():
         raise NotFound(f"no webhook source {source_id!r}")
     source = source_of(services.master_key, row)

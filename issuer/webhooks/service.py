@@ -32,6 +32,7 @@ from sqlmodel import Session, col, select
 
 from .. import audit
 from ..db.engine import reader, session_scope
+from ..db.rows import models_of, select_models
 from ..db.tables import Achievement, CourseMapping, Credential, Job, LmsSource, Review, utcnow
 from ..db.tables import CompletionEvent as EventRow
 from ..delivery import declines
@@ -164,27 +165,30 @@ def _run(context: JobContext) -> dict[str, Any]:
 
 
 _EVENT_AND_SOURCE = (  # built once: constructing a statement costs about as much as running it
-    select(EventRow, LmsSource)
+    select_models(EventRow, LmsSource)
     .join(LmsSource, col(LmsSource.id) == col(EventRow.source_id))
     .where(col(EventRow.id) == bindparam("b_event"))
 )
-_MAPPING = select(CourseMapping).where(
+_MAPPING = select_models(CourseMapping).where(
     col(CourseMapping.source_id) == bindparam("b_source"), col(CourseMapping.course_id) == bindparam("b_course")
 )
 
 
 def handle(services: Services, event_id: str) -> str:
     """Decide one stored event and act on it; returns its final state. Safe to call again, or concurrently."""
-    with Session(reader(services.engine)) as session:
-        found = session.exec(_EVENT_AND_SOURCE, params={"b_event": event_id}).first()
+    row: EventRow
+    source_row: LmsSource
+    with reader(services.engine).connect() as connection:  # read-only snapshots, no ORM session (hot path)
+        found = connection.execute(_EVENT_AND_SOURCE, {"b_event": event_id}).first()
         if found is None:
             raise NotFound(f"no completion event {event_id!r}")
-        row, source_row = found
+        row, source_row = models_of(found, EventRow, LmsSource)
         if row.state != "received":
             return row.state
-        mapping = session.exec(
-            _MAPPING, params={"b_source": row.source_id, "b_course": str(row.event["course_id"])}
+        mapped = connection.execute(
+            _MAPPING, {"b_source": row.source_id, "b_course": str(row.event["course_id"])}
         ).first()
+    mapping: CourseMapping | None = models_of(mapped, CourseMapping)[0] if mapped is not None else None
     event = CompletionEvent.from_json(row.event)
     if mapping is None:  # parked, not lost: creating the mapping re-queues it (`requeue_unmapped`)
         reason = (
