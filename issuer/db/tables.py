@@ -96,17 +96,18 @@ class Credential(SQLModel, table=True):
         UniqueConstraint("status_list_id", "status_index", name="one_owner_per_status_index"),
         # A learner holds at most one active credential per achievement when it comes from automation (the
         # learner key is set only then, and only when the achievement does not allow repeats).
-        Index(
+        Index(  # learner first: "what does this learner hold" finds their entries without a full index scan (0005)
             "one_active_credential_per_learner",
-            "achievement_id",
             "learner_key",
+            "achievement_id",
             unique=True,
             sqlite_where=text("learner_key IS NOT NULL AND revoked_at IS NULL"),
             postgresql_where=text("learner_key IS NOT NULL AND revoked_at IS NULL"),
         ),
-        # Prerequisite checks and "what does this learner hold" look credentials up by learner and by email.
+        # Prerequisite checks and "what does this learner hold" look credentials up by learner, and by email and
+        # achievement (one index on both, or PostgreSQL may scan all of an achievement's credentials: 0005).
         Index("credentials_learner_key", "learner_key"),
-        Index("credentials_recipient_email_lower", func.lower(column("recipient_email"))),
+        Index("credentials_email_achievement", func.lower(column("recipient_email")), "achievement_id"),
     )
 
     id: str = Field(primary_key=True, max_length=64)
