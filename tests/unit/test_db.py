@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -116,3 +119,30 @@ def test_events_ignored_for_an_unmapped_course_before_0004_wait_or_are_decided(d
     assert [(j.kind, j.payload, j.state) for j in jobs] == [("process_completion", {"event_id": "e1"}, "pending")]
     assert jobs[0].run_after.tzinfo is not None
     engine.dispose()
+
+
+def test_snapshots_read_in_a_fresh_process_before_any_orm_use(tmp_path: Path) -> None:
+    """`models_of` builds objects outside the ORM; their attributes go through the mapping, which SQLAlchemy sets
+    up at the first ORM use. A CLI process may read a snapshot first (`issuer issue` did, and failed)."""
+    script = """
+import sys
+from sqlalchemy import text
+from issuer.db.engine import make_engine
+from issuer.db.rows import models_of, select_models
+from issuer.db.tables import Issuer
+engine = make_engine("sqlite:///" + sys.argv[1])
+with engine.begin() as connection:
+    connection.execute(text("CREATE TABLE issuers (id TEXT PRIMARY KEY, did TEXT, name TEXT, url TEXT, email TEXT,"
+                            " description TEXT, image TEXT, is_default BOOLEAN, created_at DATETIME)"))
+    connection.execute(text("INSERT INTO issuers VALUES ('a', 'did:web:x', 'A', NULL, NULL, NULL, NULL, 1,"
+                            " '2026-01-01 00:00:00')"))
+    row = connection.execute(select_models(Issuer)).first()
+(issuer,) = models_of(row, Issuer)
+print(issuer.id, issuer.did, issuer.is_default)
+"""
+    database = str(tmp_path / "fresh.db")
+    done = subprocess.run(
+        [sys.executable, "-c", script, database], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["a", "did:web:x", "True"]
