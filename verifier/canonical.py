@@ -16,7 +16,6 @@ import re
 import secrets
 import threading
 import weakref
-from collections import OrderedDict
 from typing import Any
 
 from cachetools import LRUCache
@@ -85,10 +84,10 @@ class _LoaderState:
 
     def __init__(self, loader: DocumentLoader) -> None:
         self.resolved_contexts: LRUCache[Any, Any] = LRUCache(maxsize=256)
-        self.shapes = _ShapeCache()
-        # The last few canonical forms, by template and leaf strings: the same document is canonicalized twice
-        # when it is signed and then verified (issuing self-checks every credential). A pure function's memo.
-        self.recent: _Recent = _Recent(maxsize=_RECENT_SIZE)
+        self.shapes = _SharedLru(_SHAPE_CACHE_SIZE)  # shape -> template, or None: not templatable
+        # The last few canonical forms, by leaf strings (with their template): the same document is canonicalized
+        # twice when it is signed and then verified (issuing self-checks every credential). A pure function's memo.
+        self.recent = _SharedLru(_RECENT_SIZE)
         self.terms = _all_keys(loader.documents.values())
 
 
@@ -168,51 +167,22 @@ _Template = tuple[tuple[_Slot, _Slot, _Slot, _Slot], ...]
 _RECENT_SIZE = 32
 
 
-class _Recent:
-    """A small LRU map shared by threads (jobs and request threads canonicalize concurrently)."""
+class _SharedLru:
+    """A bounded LRU map shared by threads (request threads and job workers canonicalize concurrently)."""
 
     def __init__(self, maxsize: int) -> None:
-        self._entries: LRUCache[tuple[str, ...], tuple[_Template, str]] = LRUCache(maxsize=maxsize)
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, ...]) -> tuple[_Template, str] | None:
-        with self._lock:
-            return self._entries.get(key)
-
-    def put(self, key: tuple[str, ...], value: tuple[_Template, str]) -> None:
-        with self._lock:
-            self._entries[key] = value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-class _ShapeCache:
-    def __init__(self) -> None:
-        self._entries: OrderedDict[Any, _Template | None] = OrderedDict()
+        self._entries: LRUCache[Any, Any] = LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Any) -> _Template | bool | None:
+    def get(self, key: Any, missing: Any = None) -> Any:
         with self._lock:
-            try:
-                value = self._entries[key]
-            except KeyError:
-                return False
-            self._entries.move_to_end(key)
-            return value
+            return self._entries.get(key, missing)
 
-    def put(self, key: Any, template: _Template | None) -> None:
+    def put(self, key: Any, value: Any) -> None:
         with self._lock:
-            self._entries[key] = template
-            if len(self._entries) > _SHAPE_CACHE_SIZE:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+            self._entries[key] = value
 
 
 def _keeps_value(key: str | None, value: str, terms: frozenset[str]) -> bool:
@@ -341,14 +311,6 @@ def _fill(template: _Template, leaves: list[str], terms: frozenset[str]) -> list
     return out
 
 
-def to_quads(document: dict[str, Any], loader: DocumentLoader) -> list[rdfc.Quad]:
-    """The document's RDF dataset, through the shape cache when it can, else the reference."""
-    state = _state(loader)
-    found = _template_for(document, state, loader)
-    quads = _fill(found[0], found[1], state.terms) if found is not None else None
-    return quads if quads is not None else to_quads_reference(document, loader)
-
-
 def _template_for(
     document: dict[str, Any], state: _LoaderState, loader: DocumentLoader
 ) -> tuple[_Template, list[str]] | None:
@@ -357,14 +319,12 @@ def _template_for(
     if shaped is None:
         return None
     shape, leaves = shaped
-    template = state.shapes.get(shape)
+    template = state.shapes.get(shape, False)
     if template is False:
         state.shapes.misses += 1
         template = _compile(document, len(leaves), loader, state.terms)
         state.shapes.put(shape, template)
-    if template is None or template is True:
-        return None
-    return template, leaves
+    return None if template is None else (template, leaves)
 
 
 def canonicalize(document: dict[str, Any], loader: DocumentLoader | None = None) -> str:
@@ -376,7 +336,7 @@ def canonicalize(document: dict[str, Any], loader: DocumentLoader | None = None)
         return rdfc.canonicalize(to_quads_reference(document, loader))
     template, leaves = found
     key = tuple(leaves)
-    recent = state.recent.get(key)
+    recent: tuple[_Template, str] | None = state.recent.get(key)
     if recent is not None and recent[0] is template:
         state.shapes.hits += 1
         return recent[1]

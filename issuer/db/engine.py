@@ -41,7 +41,8 @@ def make_engine(url: str, *, background_checkpoints: bool = False) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         background = background_checkpoints and in_file
-        event.listen(engine, "connect", _sqlite_pragmas_backstop if background else _sqlite_pragmas)
+        pragmas = functools.partial(_sqlite_pragmas, autocheckpoint_pages=BACKSTOP_PAGES if background else 1000)
+        event.listen(engine, "connect", pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         if background:
             checkpointer = WalCheckpointer(path)
@@ -54,7 +55,7 @@ def make_engine(url: str, *, background_checkpoints: bool = False) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False, pool_recycle=3600)
 
 
-def _sqlite_pragmas(connection: Any, _record: Any, *, autocheckpoint_pages: int = 1000) -> None:
+def _sqlite_pragmas(connection: Any, _record: Any, *, autocheckpoint_pages: int) -> None:
     """WAL + synchronous=NORMAL: 3x faster commits, still durable across process crashes (research/perf.md).
 
     pysqlite's own implicit BEGIN is turned off so that `_sqlite_begin` decides how transactions start.
@@ -67,10 +68,6 @@ def _sqlite_pragmas(connection: Any, _record: Any, *, autocheckpoint_pages: int 
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
     cursor.close()
-
-
-def _sqlite_pragmas_backstop(connection: Any, record: Any) -> None:
-    _sqlite_pragmas(connection, record, autocheckpoint_pages=BACKSTOP_PAGES)
 
 
 def _sqlite_begin(connection: Any) -> None:
