@@ -47,6 +47,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, func, select
 
 from ..db.engine import is_postgres, session_scope
+from ..db.rows import models_of
 from ..db.tables import Job
 from ..errors import Conflict, NotFound
 
@@ -171,6 +172,7 @@ def enqueue(
 
     A job with the same `dedupe_key` wins: this one is dropped and that one returned, without an error and without
     disturbing the caller's transaction (INSERT … ON CONFLICT DO NOTHING on both databases: no savepoint needed).
+    The job returned is for reading (a new one is a snapshot, `db/rows.py`): load it to change it.
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -192,7 +194,8 @@ def enqueue(
         return session.exec(select(Job).where(Job.dedupe_key == dedupe_key)).one()
     if run_after is None or run_after <= now:  # a job due later is found by a poll then, not worth a wake-up now
         _wake_after_commit(session)
-    return Job(**inserted._mapping)
+    job: Job = models_of(inserted, Job)[0]  # the row as stored, as a read-only snapshot (building a Job: ~0.1 ms)
+    return job
 
 
 # --------------------------------------------------------------------------------------------------- claim & run

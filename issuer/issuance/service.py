@@ -37,7 +37,7 @@ from ..errors import (
     SigningFailed,
     ValidationFailed,
 )
-from ..keyring import SigningMaterial, signing_material
+from ..keyring import SigningMaterial, key_listing_column, key_listing_of, signing_material
 from ..profiles import did_document_path, profile_of
 from ..publication import LocalFetcher
 from ..settings import Settings
@@ -48,11 +48,13 @@ from .schemas import IssueRequest
 _INDEX_ATTEMPTS = 32
 BATCH_CHUNK = 100  # batch rows written per transaction
 _BY_IDEMPOTENCY_KEY = select(Credential).where(col(Credential.idempotency_key) == bindparam("key"))
-_ACHIEVEMENT_AND_ISSUER = (  # built once: constructing the statement costs more than running it
-    select_models(Achievement, Issuer)
+_ACHIEVEMENT_AND_ISSUER = {  # per dialect, built once: constructing the statement costs more than running it
+    dialect: select_models(Achievement, Issuer)
+    .add_columns(key_listing_column(dialect))
     .join(Issuer, col(Issuer.id) == col(Achievement.issuer_id))
     .where(col(Achievement.id) == bindparam("achievement"))
-)
+    for dialect in ("sqlite", "postgresql")
+}
 
 
 @dataclass(frozen=True)
@@ -158,11 +160,12 @@ class IssuanceService:
         taken: set[tuple[int, int]] | None = None,
     ) -> tuple[Credential, dict[str, Any]]:
         """The signed, self-verified credential row to insert, and its audit data. Reads only (and opens a status
-        list when the current one is half full). Three queries: achievement with issuer, the issuer's published
-        keys (signers and the DID document to verify against), and, now and then, the current status list."""
+        list when the current one is half full). One query, for the achievement with its issuer and the listing of
+        the issuer's published keys (signers and the DID document to verify against), and, now and then, one for
+        the current status list."""
         with Session(reader(self.engine)) as session:
-            found = session.connection().execute(_ACHIEVEMENT_AND_ISSUER, {"achievement": request.achievement_id})
-            pair = found.first()
+            statement = _ACHIEVEMENT_AND_ISSUER[self.engine.dialect.name]
+            pair = session.connection().execute(statement, {"achievement": request.achievement_id}).first()
             if pair is None:
                 raise ValidationFailed(
                     f"achievement_id {request.achievement_id!r} does not exist",
@@ -171,7 +174,7 @@ class IssuanceService:
             achievement: Achievement
             issuer: Issuer
             achievement, issuer = models_of(pair, Achievement, Issuer)
-            keys = signing_material(session, issuer, self.master_key)
+            keys = signing_material(session, issuer, self.master_key, listing=key_listing_of(pair.key_listing))
             status_list = self.status_lists.current(session, issuer.id) or self.status_lists.open(issuer.id)
             now = self.clock()
             valid_until = request.valid_until

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -195,14 +196,18 @@ class SigningMaterial:
     did_document: bytes = field(repr=False)
 
 
-def signing_material(session: Session, issuer: Issuer, master: bytes) -> SigningMaterial:
-    """The issuer's `SigningMaterial`, from one small query on the hot path.
+def signing_material(
+    session: Session, issuer: Issuer, master: bytes, *, listing: Iterable[Sequence[str]] | None = None
+) -> SigningMaterial:
+    """The issuer's `SigningMaterial`, from one small query on the hot path (none when the caller read `listing`,
+    the published keys' (id, status) pairs, along with the issuer: `key_listing_column`).
 
     A key row's material never changes after it is created (rotation and compromise make new rows and change only
     `status`), so the published set's ids and statuses determine everything built from it: that listing is read
     every time (a change in any process shows at once) and what it determines is reused."""
-    rows = session.connection().execute(_LISTING, {"issuer": issuer.id})
-    listing = tuple(sorted((str(key_id), str(status)) for key_id, status in rows))
+    if listing is None:
+        listing = session.connection().execute(_LISTING, {"issuer": issuer.id})
+    listing = tuple(sorted((str(key_id), str(status)) for key_id, status in listing))
     cache_key = (issuer.did, listing, master)
     with _cache_lock:
         hit = _material.get(cache_key)
@@ -222,6 +227,27 @@ def signing_material(session: Session, issuer: Issuer, master: bytes) -> Signing
 _LISTING = sa_select(col(SigningKey.id), col(SigningKey.status)).where(
     col(SigningKey.issuer_id) == bindparam("issuer"), col(SigningKey.status).in_(PUBLISHED)
 )
+
+
+def key_listing_column(dialect: str) -> Any:
+    """A column for a query that selects the `Issuer`: its published keys' (id, status) pairs as one JSON array
+    (read it with `key_listing_of`), so issuing reads the issuer and its listing in one round trip."""
+    pair, collect = (
+        (func.json_build_array, func.json_agg) if dialect == "postgresql" else (func.json_array, func.json_group_array)
+    )
+    published = sa_select(collect(pair(col(SigningKey.id), col(SigningKey.status)))).where(
+        col(SigningKey.issuer_id) == col(Issuer.id), col(SigningKey.status).in_(PUBLISHED)
+    )
+    return published.scalar_subquery().label("key_listing")
+
+
+def key_listing_of(value: Any) -> list[list[str]]:
+    """The pairs from a `key_listing_column` value (PostgreSQL's driver parses JSON, SQLite's gives text; no keys
+    is NULL on PostgreSQL)."""
+    if value is None:
+        return []
+    return list(json.loads(value) if isinstance(value, str | bytes) else value)
+
 
 # Issuance asks for the signers of every credential. Decrypt + import takes ~0.03 ms (RSA validation is skipped,
 # see import_jwt_key), but a freshly loaded 3072-bit key's first signature costs ~1.2 ms against ~0.7 ms warm,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -34,9 +34,12 @@ class CompletionEvent:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The stored form. Fields one by one, not `asdict`: its recursive deep copy cost ~0.1 ms a call on the
+        webhook path, and the JSON column serializes `extra` anyway (a shallow copy keeps callers apart)."""
+        data = {name: getattr(self, name) for name in _FIELDS}
         data["completed_at"] = self.completed_at.isoformat()
         data["modules_completed"] = None if self.modules_completed is None else list(self.modules_completed)
+        data["extra"] = dict(self.extra)
         return data
 
     @classmethod
@@ -46,3 +49,6 @@ class CompletionEvent:
         modules = values.get("modules_completed")
         values["modules_completed"] = None if modules is None else tuple(modules)
         return cls(**values)
+
+
+_FIELDS = tuple(f.name for f in fields(CompletionEvent))

@@ -25,7 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from ..blocking import runs_on_loop
+from ..db.tables import CompletionEvent as EventRow
 from ..services import Services
+from .adapters import Source
 from .service import handle
 
 log = logging.getLogger("issuer.webhooks")
@@ -65,17 +67,18 @@ def release(count: int) -> None:
         _waiting = max(0, _waiting - count)
 
 
-def submit(services: Services, event_ids: Iterable[str]) -> None:
-    """Decide each (already admitted) event. Where the database is local, on the event loop (the caller runs there,
-    `issuer/blocking.py`) as a task that first lets the 202 go out: deciding is then nearly all CPU in this process
-    and a thread would only compete with the loop for the GIL. Else in the pool. Either way it runs even if the
-    LMS hangs up before reading its answer, so every place `admit` reserved is given back."""
+def submit(services: Services, fresh: Iterable[tuple[EventRow, Source]]) -> None:
+    """Decide each (already admitted) event, given as its row just stored and its source. Where the database is
+    local, on the event loop (the caller runs there, `issuer/blocking.py`) as a task that first lets the 202 go
+    out: deciding is then nearly all CPU in this process and a thread would only compete with the loop for the
+    GIL. Else in the pool. Either way it runs even if the LMS hangs up before reading its answer, so every place
+    `admit` reserved is given back."""
     global _pool
-    ids = list(event_ids)
-    if not ids:
+    events = list(fresh)
+    if not events:
         return
     if runs_on_loop(services.engine):
-        task = asyncio.get_running_loop().create_task(_decide_on_loop(services, ids))
+        task = asyncio.get_running_loop().create_task(_decide_on_loop(services, events))
         _on_loop.add(task)  # the loop keeps only a weak reference to its tasks
         task.add_done_callback(_on_loop.discard)
         return
@@ -83,20 +86,20 @@ def submit(services: Services, event_ids: Iterable[str]) -> None:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="lms-decide")
         pool = _pool
-    for event_id in ids:
-        pool.submit(_decide, services, event_id)
+    for event in events:
+        pool.submit(_decide, services, event)
 
 
-async def _decide_on_loop(services: Services, event_ids: list[str]) -> None:
+async def _decide_on_loop(services: Services, events: list[tuple[EventRow, Source]]) -> None:
     await asyncio.sleep(0)  # the request's own coroutine sends the 202 first
-    for event_id in event_ids:
-        _decide(services, event_id)
+    for event in events:
+        _decide(services, event)
 
 
-def _decide(services: Services, event_id: str) -> None:
+def _decide(services: Services, fresh: tuple[EventRow, Source]) -> None:
     try:
-        handle(services, event_id)
+        handle(services, fresh[0].id, fresh=fresh)
     except Exception as error:  # the job runs after the grace and retries with backoff
-        log.warning("completion %s: deciding at once failed (%s); its job will retry", event_id, error)
+        log.warning("completion %s: deciding at once failed (%s); its job will retry", fresh[0].id, error)
     finally:
         release(1)

@@ -91,7 +91,7 @@ def receive(services: Services, source_id: str, inbound: Inbound) -> Response[di
         raise
     if now:
         inline.release(sum(1 for a in accepted if a.duplicate))
-        inline.submit(services, [a.event_id for a in accepted if not a.duplicate])
+        inline.submit(services, [(a.row, source) for a in accepted if a.row is not None])
     fresh = any(not a.duplicate for a in accepted)
     first = accepted[0].event_id
     body = {

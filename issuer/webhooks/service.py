@@ -56,6 +56,7 @@ JOB_KIND = "process_completion"
 class Accepted:
     event_id: str
     duplicate: bool
+    row: EventRow | None = None  # a fresh event's row as stored: deciding it at once needs no re-read
 
 
 # --------------------------------------------------------------------------------------------- secrets at rest
@@ -104,7 +105,7 @@ def accept(
             event_id = str(uuid.uuid4())
             # One statement: a known (source, external id) inserts nothing (PostgreSQL first waits for a twin
             # still being committed), and the delivery is answered with the first one's id.
-            values = {
+            values: dict[str, Any] = {
                 "id": event_id,
                 "source_id": event.source_id,
                 "external_id": event.external_id,
@@ -127,7 +128,7 @@ def accept(
                 payload={"event_id": event_id},
                 run_after=None if defer is None else utcnow() + defer,
             )
-            results.append(Accepted(event_id, duplicate=False))
+            results.append(Accepted(event_id, duplicate=False, row=EventRow.model_construct(**values)))
     return results
 
 
@@ -169,28 +170,36 @@ _EVENT_AND_SOURCE = (  # built once: constructing a statement costs about as muc
     .join(LmsSource, col(LmsSource.id) == col(EventRow.source_id))
     .where(col(EventRow.id) == bindparam("b_event"))
 )
-_MAPPING = select_models(CourseMapping).where(
-    col(CourseMapping.source_id) == bindparam("b_source"), col(CourseMapping.course_id) == bindparam("b_course")
+_MAPPING_AND_RULES = (  # the mapping, and the rules of its achievement (no achievement: it was deleted since)
+    select_models(CourseMapping)
+    .add_columns(col(Achievement.id).label("achievement_found"), col(Achievement.rules))
+    .outerjoin(Achievement, col(Achievement.id) == col(CourseMapping.achievement_id))
+    .where(col(CourseMapping.source_id) == bindparam("b_source"), col(CourseMapping.course_id) == bindparam("b_course"))
 )
 
 
-def handle(services: Services, event_id: str) -> str:
-    """Decide one stored event and act on it; returns its final state. Safe to call again, or concurrently."""
+def handle(services: Services, event_id: str, *, fresh: tuple[EventRow, Source] | None = None) -> str:
+    """Decide one stored event and act on it; returns its final state. Safe to call again, or concurrently.
+
+    `fresh`: the event's row as just stored and its source, from the request that stored it (`inline.py`): the
+    same values a read would return, so it is not read back."""
     row: EventRow
-    source_row: LmsSource
+    source: Source | None = None
     with reader(services.engine).connect() as connection:  # read-only snapshots, no ORM session (hot path)
-        found = connection.execute(_EVENT_AND_SOURCE, {"b_event": event_id}).first()
-        if found is None:
-            raise NotFound(f"no completion event {event_id!r}")
-        row, source_row = models_of(found, EventRow, LmsSource)
-        if row.state != "received":
-            return row.state
+        if fresh is None:
+            found = connection.execute(_EVENT_AND_SOURCE, {"b_event": event_id}).first()
+            if found is None:
+                raise NotFound(f"no completion event {event_id!r}")
+            row, source_row = models_of(found, EventRow, LmsSource)
+            if row.state != "received":
+                return row.state
+        else:
+            row, source = fresh
         mapped = connection.execute(
-            _MAPPING, {"b_source": row.source_id, "b_course": str(row.event["course_id"])}
+            _MAPPING_AND_RULES, {"b_source": row.source_id, "b_course": str(row.event["course_id"])}
         ).first()
-    mapping: CourseMapping | None = models_of(mapped, CourseMapping)[0] if mapped is not None else None
     event = CompletionEvent.from_json(row.event)
-    if mapping is None:  # parked, not lost: creating the mapping re-queues it (`requeue_unmapped`)
+    if mapped is None:  # parked, not lost: creating the mapping re-queues it (`requeue_unmapped`)
         reason = (
             f"course {event.course_id!r} is not mapped to an achievement on source {row.source_id!r}; "
             "the event waits and is decided when the mapping is created"
@@ -198,25 +207,37 @@ def handle(services: Services, event_id: str) -> str:
         decision = {"outcome": "unmapped", "reason": reason, "course_id": event.course_id}
         state = conclude(services, row, None, "unmapped", decision, unless_mapped=event.course_id)
         return handle(services, event_id) if state == "received" else state  # mapped meanwhile: decide now
-    source = source_of(services.master_key, source_row)
+    mapping: CourseMapping = models_of(mapped, CourseMapping)[0]
+    rules = AchievementRules.model_validate(mapped.rules or {}) if mapped.achievement_found is not None else None
+    source = source or source_of(services.master_key, source_row)
     adapter = registry().get(source.platform)  # pollers (TalentLMS) have no adapter: their rows are complete
     enriched = adapter.enrich(event, source) if adapter is not None else event  # LmsApiError: the job retries
     if enriched != event:
         event = replace(enriched, extra={**enriched.extra, "enriched": True})
-    return decide_and_act(services, row, event, mapping.achievement_id)
+    return decide_and_act(services, row, event, mapping.achievement_id, rules=rules)
 
 
 _RULES = sa_select(col(Achievement.rules)).where(col(Achievement.id) == bindparam("b_achievement"))  # built once
 
 
-def decide_and_act(services: Services, row: EventRow, event: CompletionEvent, achievement_id: str) -> str:
+def decide_and_act(
+    services: Services,
+    row: EventRow,
+    event: CompletionEvent,
+    achievement_id: str,
+    *,
+    rules: AchievementRules | None = None,
+) -> str:
+    """`rules`: the achievement's, when the caller read them with the mapping (None: read them here; no such
+    achievement any more: the event is ignored)."""
     key = learner_key(event.source_id, event.learner_id)
     with Session(reader(services.engine)) as session:
-        stored_rules = session.connection().execute(_RULES, {"b_achievement": achievement_id}).first()
-        if stored_rules is None:
-            reason = f"the mapped achievement {achievement_id!r} no longer exists"
-            return conclude(services, row, event, "ignored", {"outcome": "ignored", "reason": reason})
-        rules = AchievementRules.model_validate(stored_rules[0] or {})
+        if rules is None:
+            stored_rules = session.connection().execute(_RULES, {"b_achievement": achievement_id}).first()
+            if stored_rules is None:
+                reason = f"the mapped achievement {achievement_id!r} no longer exists"
+                return conclude(services, row, event, "ignored", {"outcome": "ignored", "reason": reason})
+            rules = AchievementRules.model_validate(stored_rules[0] or {})
         held, own, known = _learner_credentials(session, key, event, row.id, [achievement_id, *rules.prerequisites])
         already = held.get(achievement_id)
         if not rules.allow_repeat and already is not None and already != own:
@@ -425,12 +446,12 @@ def record_decision(
 ) -> str:
     """Write the decision once (only while the event is still `received`), with its review and audit record, in
     the caller's transaction; returns the event's state (another run's, when it decided first).
-    `event`, when given, replaces the stored one: it carries what enrichment added, for the reviewer.
+    `event`, when given and unlike the stored one, replaces it: it carries what enrichment added, for the reviewer.
     `unless_mapped` (a course id): write nothing and return `received` if that course has a mapping by now."""
     now = utcnow()
     values: dict[str, Any] = {"state": state, "decision": decision, "credential_id": credential_id, "decided_at": now}
-    if event is not None:
-        values["event"] = event.to_json()
+    if event is not None and (stored := event.to_json()) != row.event:  # enriched: keep what the LMS API added
+        values["event"] = stored
     if unless_mapped is not None and mapping_of(session, row.source_id, unless_mapped, lock="share") is not None:
         return "received"
     parameters = {f"b_{name}": value for name, value in values.items()}

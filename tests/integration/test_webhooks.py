@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,7 +26,7 @@ from issuer.services import Services
 from issuer.settings import Settings
 from issuer.webhooks import inline
 from issuer.webhooks.event import CompletionEvent as StoredEvent
-from issuer.webhooks.service import conclude, decide_and_act, handle
+from issuer.webhooks.service import accept, conclude, decide_and_act, handle, source_of
 
 from ..http_server import LocalServer
 from .conftest import BASE, count, problem
@@ -685,6 +685,35 @@ def test_a_completion_is_decided_right_after_its_202_and_its_job_never_runs(inli
     assert (job.state, job.attempts, job.result) == ("succeeded", 0, {"state": "issued", "inline": True})
     assert job.run_after - job.created_at >= inline.GRACE - timedelta(seconds=1)
     assert len(inline_lms.credentials()) == 1
+
+
+def test_the_row_decided_at_once_is_the_row_stored(lms: Lms) -> None:
+    """The inline decision is handed the event's row from `accept` instead of reading it back: it must be the
+    same row a read returns, and deciding it must come out as deciding the stored event does."""
+    source = lms.source("generic")
+    with Session(lms.services.engine) as session:
+        source_row = session.get(LmsSource, source)
+        assert source_row is not None
+    event = StoredEvent(
+        source_id=source, platform="generic", external_id="evt-1", learner_id="L-1", course_id="C-101",
+        completed_at=datetime(2026, 11, 2, 9, 30, tzinfo=UTC), email="ada@example.org", name="Ada Lovelace",
+        score=91.5, modules_completed=("m1", "m2"), extra={"cohort": {"name": "Autumn"}},
+    )  # fmt: skip
+    (fresh,) = accept(lms.services, (event,))
+    assert fresh.row is not None and not fresh.duplicate
+    with Session(lms.services.engine) as session:
+        stored = session.get(CompletionEvent, fresh.event_id)
+        assert stored is not None
+        read = stored.model_dump(exclude={"received_at"})
+    assert fresh.row.model_dump(exclude={"received_at"}) == read
+    assert StoredEvent.from_json(fresh.row.event) == event
+    assert (
+        handle(lms.services, fresh.event_id, fresh=(fresh.row, source_of(lms.services.master_key, source_row)))
+        == "issued"
+    )
+    assert lms.event(fresh.event_id)["state"] == "issued"
+    (again,) = accept(lms.services, (event,))
+    assert (again.event_id, again.duplicate, again.row) == (fresh.event_id, True, None)
 
 
 def test_when_deciding_at_once_fails_the_job_decides_after_the_grace(inline_lms: Lms) -> None:
