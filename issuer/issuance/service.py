@@ -117,9 +117,7 @@ class IssuanceService:
             )
             try:
                 with session_scope(self.engine) as session:
-                    self._write(session, row, audit_data, actor=actor)
-                    if within is not None:
-                        within(session, row)
+                    self._write(session, row, audit_data, actor=actor, within=within)
                 return Issued(row)
             except IntegrityError as error:
                 message = str(error.orig).lower()
@@ -132,13 +130,25 @@ class IssuanceService:
                 raise
         raise SigningFailed("could not find a free status index; the status list is nearly full")
 
-    def _write(self, session: Session, row: Credential, audit_data: dict[str, Any], *, actor: str) -> None:
-        """The credential, its audit record and the jobs that follow it, in the caller's transaction."""
+    def _write(
+        self,
+        session: Session,
+        row: Credential,
+        audit_data: dict[str, Any],
+        *,
+        actor: str,
+        within: Callable[[Session, Credential], None] | None = None,
+    ) -> None:
+        """The credential, the jobs that follow it, the caller's `within` and the audit record, in the caller's
+        transaction. The audit record comes last: on PostgreSQL appending takes the audit chain's lock, which
+        every writer then waits for until this transaction commits, so nothing else should run while it is held."""
         insert_row(session, row)
-        audit.append(session, actor=actor, action="credential.issued", subject=row.id, data=audit_data)
         mailer.enqueue_credential_email(session, self.settings, row)  # none when email is off
         mirrors.enqueue(session, self.settings, row, action="issue")  # none unless mapped and configured
         reminders.enqueue_renewal_reminders(session, self.settings, row)  # none without validUntil
+        if within is not None:
+            within(session, row)
+        audit.append(session, actor=actor, action="credential.issued", subject=row.id, data=audit_data)
 
     def _taken(self, idempotency_key: str) -> bool:
         with Session(self.engine) as session:

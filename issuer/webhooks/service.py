@@ -474,15 +474,15 @@ def record_decision(
         review_id = str(uuid.uuid4())
         session.add(Review(id=review_id, event_id=row.id, achievement_id=review_for))
         session.flush()
-    audit.append(
+    if state == "declined":  # the learner is told what is missing, once per event (email permitting)
+        declines.enqueue_decline_email(session, services.settings, row.id, values.get("event") or row.event)
+    audit.append(  # last: on PostgreSQL it holds the audit chain's lock until commit (issuance/service.py `_write`)
         session,
         actor=f"lms:{row.source_id}",
         action=f"lms.{state}",
         subject=row.id,
         data=audit_summary(decision) | {"source": row.source_id, "credential": credential_id, "review": review_id},
     )
-    if state == "declined":  # the learner is told what is missing, once per event (email permitting)
-        declines.enqueue_decline_email(session, services.settings, row.id, values.get("event") or row.event)
     return state
 
 
