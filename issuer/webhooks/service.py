@@ -32,7 +32,7 @@ from sqlmodel import Session, col, select
 
 from .. import audit
 from ..db.engine import reader, session_scope
-from ..db.rows import models_of, select_models
+from ..db.rows import models_of, select_models, snapshot
 from ..db.tables import Achievement, CourseMapping, Credential, Job, LmsSource, Review, utcnow
 from ..db.tables import CompletionEvent as EventRow
 from ..delivery import declines
@@ -128,7 +128,7 @@ def accept(
                 payload={"event_id": event_id},
                 run_after=None if defer is None else utcnow() + defer,
             )
-            results.append(Accepted(event_id, duplicate=False, row=EventRow.model_construct(**values)))
+            results.append(Accepted(event_id, duplicate=False, row=snapshot(EventRow, values)))
     return results
 
 
@@ -184,7 +184,7 @@ def handle(services: Services, event_id: str, *, fresh: tuple[EventRow, Source] 
     `fresh`: the event's row as just stored and its source, from the request that stored it (`inline.py`): the
     same values a read would return, so it is not read back."""
     row: EventRow
-    source: Source | None = None
+    source: Source
     with reader(services.engine).connect() as connection:  # read-only snapshots, no ORM session (hot path)
         if fresh is None:
             found = connection.execute(_EVENT_AND_SOURCE, {"b_event": event_id}).first()
@@ -193,6 +193,7 @@ def handle(services: Services, event_id: str, *, fresh: tuple[EventRow, Source] 
             row, source_row = models_of(found, EventRow, LmsSource)
             if row.state != "received":
                 return row.state
+            source = source_of(services.master_key, source_row)
         else:
             row, source = fresh
         mapped = connection.execute(
@@ -209,7 +210,6 @@ def handle(services: Services, event_id: str, *, fresh: tuple[EventRow, Source] 
         return handle(services, event_id) if state == "received" else state  # mapped meanwhile: decide now
     mapping: CourseMapping = models_of(mapped, CourseMapping)[0]
     rules = AchievementRules.model_validate(mapped.rules or {}) if mapped.achievement_found is not None else None
-    source = source or source_of(services.master_key, source_row)
     adapter = registry().get(source.platform)  # pollers (TalentLMS) have no adapter: their rows are complete
     enriched = adapter.enrich(event, source) if adapter is not None else event  # LmsApiError: the job retries
     if enriched != event:
